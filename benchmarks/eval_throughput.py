@@ -1,0 +1,159 @@
+"""Scoring throughput: the engine vs the naive one-window loop, against this machine's FLOP limit.
+
+Model: GPT-2 small shape (124M parameters, random init: speed does not depend on the weights).
+Windows: 512-token windows of the embedded corpus (the same windows for every mode). Each mode
+runs in its own process so peak memory is measured in isolation (VmHWM reset before scoring).
+The FLOP limit is 2 x parameters x tokens at the fp32 matmul rate measured in this same run.
+
+    python benchmarks/eval_throughput.py [--windows 32] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+MODES = ("naive-fp32", "engine-fp32", "naive-bf16", "engine-bf16")
+SEQ_LEN = 512
+
+
+def measure_matmul_gflops(dtype_name: str, seconds: float = 3.0) -> float:
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a = torch.randn(2048, 2048, dtype=dtype)
+    b = torch.randn(2048, 2048, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        begin = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        elapsed = time.perf_counter() - begin
+        best = max(best, 4 * 2 * 2048**3 / elapsed / 1e9)
+    return best
+
+
+def build_inputs(windows: int) -> tuple[object, object]:
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from invarlock_provider.resources import resolve_embedded
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_embedded("embedded:tiny-pydocs-gpt2"))
+    text = resolve_embedded("embedded:pydocs-eval.txt").read_text(encoding="utf-8")
+    stream = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    ids = torch.tensor(stream[: windows * SEQ_LEN]).view(windows, SEQ_LEN)
+    model = GPT2LMHeadModel(GPT2Config(n_positions=1024)).eval()
+    return model, ids
+
+
+def run_mode(mode: str, windows: int, batch_size: int) -> dict[str, object]:
+    import torch
+
+    from invarlock_provider.evaluation.runtime import PeakMemory, read_vm_rss
+    from invarlock_provider.evaluation.scoring import WindowScorer, keep_freed_memory_mapped
+
+    kind, dtype_name = mode.split("-")
+    model, ids = build_inputs(windows)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    model.to(dtype)
+    torch.set_float32_matmul_precision("highest")
+    rss_before = read_vm_rss() or 0
+    if kind == "engine":
+        keep_freed_memory_mapped()
+        scorer = WindowScorer(model, batch_size=batch_size, device="cpu", dtype_name=dtype_name)
+        with PeakMemory("cpu") as peak:
+            begin = time.perf_counter()
+            scores = scorer.score(ids, [str(i) for i in range(windows)]).logloss
+            elapsed = time.perf_counter() - begin
+    else:
+        scores = []
+        with PeakMemory("cpu") as peak, torch.inference_mode():
+            begin = time.perf_counter()
+            for window in ids:
+                scores.append(model(window[None], labels=window[None]).loss.item())
+            elapsed = time.perf_counter() - begin
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "mode": mode,
+        "tokens": windows * SEQ_LEN,
+        "seconds": elapsed,
+        "tokens_per_s": windows * SEQ_LEN / elapsed,
+        "params": params,
+        "peak_rss": peak.peak_bytes,
+        "rss_before": rss_before,
+        "logloss": scores,
+        "matmul_gflops": measure_matmul_gflops(dtype_name),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args.mode, args.windows, args.batch_size)))
+        return
+
+    results = {}
+    for mode in MODES:
+        output = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--windows",
+                str(args.windows),
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        results[mode] = json.loads(output.strip().splitlines()[-1])
+
+    fp32_gflops = max(results["naive-fp32"]["matmul_gflops"], results["engine-fp32"]["matmul_gflops"])
+    params = results["engine-fp32"]["params"]
+    limit = fp32_gflops * 1e9 / (2 * params)
+    naive = results["naive-fp32"]
+    print(
+        f"GPT-2 small shape, {params / 1e6:.1f}M parameters, {args.windows} windows x {SEQ_LEN} tokens, "
+        f"engine batch {args.batch_size}"
+    )
+    print(
+        f"fp32 matmul {fp32_gflops:.0f} GFLOP/s -> fp32 FLOP limit {limit:.0f} tokens/s "
+        f"(bf16 matmul {results['engine-bf16']['matmul_gflops']:.0f} GFLOP/s)"
+    )
+    print()
+    header = (
+        f"{'mode':<12} {'tokens/s':>9} {'% fp32 limit':>13} {'vs naive fp32':>14} "
+        f"{'peak RSS MiB':>13} {'+RSS MiB':>9} {'max |dNLL| vs fp32':>19}"
+    )
+    print(header)
+    print("-" * len(header))
+    for mode in MODES:
+        row = results[mode]
+        reference = results[f"{mode.split('-')[0]}-fp32"]["logloss"]
+        drift = max(abs(a - b) for a, b in zip(row["logloss"], reference, strict=True))
+        print(
+            f"{mode:<12} {row['tokens_per_s']:9.0f} {100 * row['tokens_per_s'] / limit:12.0f}% "
+            f"{row['tokens_per_s'] / naive['tokens_per_s']:13.2f}x {row['peak_rss'] / 2**20:13.0f} "
+            f"{(row['peak_rss'] - row['rss_before']) / 2**20:9.0f} {drift:19.2e}"
+        )
+    engine_vs_naive = [abs(a - b) for a, b in zip(results["engine-fp32"]["logloss"], naive["logloss"], strict=True)]
+    print(f"\nengine vs naive fp32 per-window NLL: max |diff| {max(engine_vs_naive):.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The ``invarlock`` command: one module per subcommand, imported only when that command runs.
+
+Each subcommand is also what an Airflow operator does, so every DAG step can be replayed by hand.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from invarlock_provider import __version__
+
+_COMMANDS = {
+    "run": "invarlock_provider.cli.run:run_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command: Any = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="invarlock")
+def main() -> None:
+    """Evaluate causal language models, pair runs into reports, and archive the evidence.
+
+    \b
+    Environment:
+      INVARLOCK_ALLOW_NETWORK=1   allow model/dataset hub downloads (off by default)
+    """

@@ -1,0 +1,91 @@
+"""``invarlock run``: evaluate one model on a preset's windows and write report.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from invarlock_provider.cli.errors import reports_errors
+from invarlock_provider.config import DEVICES, DTYPES, EDITS, PROFILES, RunOverrides, load_preset
+
+EXAMPLE = """
+\b
+Examples:
+  invarlock run --out runs/baseline
+  invarlock run --edit quant8 --out runs/quant8
+  invarlock run -c configs/presets/causal_lm/wikitext2_512.yaml --model gpt2 --out runs/baseline
+"""
+
+
+@click.command("run", epilog=EXAMPLE)
+@click.option(
+    "-c",
+    "--config",
+    "preset",
+    default=None,
+    metavar="PRESET",
+    help="Preset YAML file or bundled preset name [default: the embedded tiny model].",
+)
+@click.option("--model", default=None, metavar="ID_OR_PATH", help="Model directory or hub id (overrides the preset).")
+@click.option("--edit", type=click.Choice(EDITS), default=None, help="In-memory edit to apply before scoring.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run folder runs/NAME; each run goes to runs/NAME/<YYYYmmdd_HHMMSS>/ [default: runs/<preset>].",
+)
+@click.option("--profile", type=click.Choice(PROFILES), default=None, help="Window-count profile.")
+@click.option("--device", type=click.Choice(DEVICES), default=None)
+@click.option("--dtype", type=click.Choice(DTYPES), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal outside CI].")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@reports_errors
+def run_command(
+    preset: str | None,
+    model: str | None,
+    edit: str | None,
+    out: Path | None,
+    profile: str | None,
+    device: str | None,
+    dtype: str | None,
+    batch_size: int | None,
+    seed: int | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Evaluate a model on fixed token windows; write report.json and events.jsonl.
+
+    runs/NAME/report.json always points at the newest completed run of NAME.
+    """
+    from invarlock_provider.evaluation.run import execute_run
+
+    overrides = RunOverrides(model=model, edit=edit, device=device, dtype=dtype, batch_size=batch_size, seed=seed)
+    resolved = load_preset(preset, profile=profile, overrides=overrides)
+    out = out or Path("runs") / resolved.preset.name
+    if progress is None:
+        progress = sys.stderr.isatty() and not os.environ.get("CI")
+    result = execute_run(resolved, out, show_progress=progress)
+    metrics = result.report["metrics"]
+    summary = {
+        "run_id": result.report["run_id"],
+        "run_dir": str(result.run_dir),
+        "report": str(result.report_path),
+        "ppl_preview": metrics["primary_metric"]["preview"],
+        "ppl_final": metrics["primary_metric"]["final"],
+        "tokens": metrics["tokens_processed"],
+        "tokens_per_s": metrics["throughput_tokens_per_s"],
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"report: {summary['report']}")
+    click.echo(
+        f"ppl final {summary['ppl_final']:.3f} (preview {summary['ppl_preview']:.3f}), "
+        f"{summary['tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s"
+    )

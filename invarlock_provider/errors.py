@@ -1,0 +1,25 @@
+"""Errors the CLI turns into one-line messages and exit codes.
+
+Library code raises these instead of printing, so every entry point (CLI, operators, tests) gets
+the same message and the same exit status.
+"""
+
+from __future__ import annotations
+
+
+class InvarlockError(Exception):
+    """An error the user can act on; the message names what to fix."""
+
+    exit_code = 1
+
+
+class BadInputError(InvarlockError):
+    """Input that can never work as given (missing file, wrong type, mismatched model)."""
+
+    exit_code = 2
+
+
+class EvaluationAbortedError(InvarlockError):
+    """The evaluation started but produced numbers that cannot be trusted (NaN/inf)."""
+
+    exit_code = 3

@@ -1,0 +1,135 @@
+"""Model and tokenizer loading, and the digests that identify what was evaluated.
+
+Loading is offline unless the network policy allows the hub, and ``trust_remote_code`` is only
+ever what the preset says. The digests hash content (tensor bytes, vocabulary and merges), never
+file names or timestamps, so the same weights give the same digest wherever they were copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider.config import ModelConfig
+from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.network import network_allowed
+from invarlock_provider.fileio import canonical_json
+from invarlock_provider.resources import is_embedded, resolve_embedded
+
+_NETWORK_HINT = "network is off: set INVARLOCK_ALLOW_NETWORK=1 to download from the hub"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: str
+    context_length: int | None
+
+
+def resolve_model_source(reference: str) -> tuple[str, bool]:
+    """Return (path or hub id, is_local); a path-looking reference must exist."""
+    if is_embedded(reference):
+        return str(resolve_embedded(reference)), True
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), True
+    looks_like_path = reference.startswith((".", "/", "~")) or reference.count("/") > 1
+    if looks_like_path or path.exists():
+        raise BadInputError(f"model path not found or not a directory: {reference}")
+    return reference, False
+
+
+def load_model(config: ModelConfig, *, dtype: Any, device: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, local = resolve_model_source(config.id)
+    tokenizer_source = source
+    if config.tokenizer:
+        tokenizer_source, _ = resolve_model_source(config.tokenizer)
+    offline = not network_allowed()
+    common = {
+        "revision": config.revision,
+        "trust_remote_code": config.trust_remote_code,
+        "local_files_only": offline,
+    }
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(_load_failure("tokenizer", tokenizer_source, local, offline, exc)) from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **common)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(_load_failure("model", source, local, offline, exc)) from None
+    model.to(device)
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        context_length=context_length(model.config),
+    )
+
+
+def _load_failure(what: str, source: str, local: bool, offline: bool, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if local:
+        return f"cannot load {what} from {source}: {reason}"
+    if offline:
+        return f"{what} '{source}' is not a local directory or in the Hugging Face cache; {_NETWORK_HINT}"
+    return f"cannot load {what} '{source}' from the hub: {reason}"
+
+
+def context_length(config: Any) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_compatible(loaded: LoadedModel, seq_len: int) -> None:
+    """Refuse tokenizer/model pairs and window lengths the model cannot score correctly."""
+    rows = loaded.model.get_input_embeddings().weight.shape[0]
+    vocab = len(loaded.tokenizer)
+    if vocab > rows:
+        raise BadInputError(
+            f"tokenizer/model mismatch: tokenizer has {vocab} tokens but the model's embedding "
+            f"has {rows} rows ({loaded.source}); use the tokenizer that belongs to this model"
+        )
+    if loaded.context_length is not None and seq_len > loaded.context_length:
+        raise BadInputError(
+            f"dataset.seq_len {seq_len} is longer than the model's context of "
+            f"{loaded.context_length} tokens; lower seq_len (and stride)"
+        )
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 over vocabulary, merges, normalisation and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        content: Any = json.loads(backend.to_str())
+    else:
+        content = {"vocab": tokenizer.get_vocab()}
+    special = {
+        "special_tokens": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "added_tokens": sorted(str(t) for t in tokenizer.get_added_vocab()),
+    }
+    return hashlib.sha256(canonical_json({"tokenizer": content, **special})).hexdigest()
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 over every parameter and buffer: name, dtype, shape and raw bytes, in name order."""
+    import torch
+
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        flat = tensor.contiguous().cpu().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()

@@ -1,0 +1,290 @@
+"""One evaluation run: load, edit, window, score, and write report.json + events.jsonl.
+
+The report is written last and atomically, and only then does ``runs/<name>/report.json`` move to
+it: a run that fails at any step leaves its events (with an ``error`` phase) but no report, so
+nothing half-done can be mistaken for evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider import __version__
+from invarlock_provider.config import ResolvedPreset, preset_snapshot
+from invarlock_provider.errors import InvarlockError
+from invarlock_provider.evaluation.events import EventLog
+from invarlock_provider.evaluation.network import apply_network_policy
+from invarlock_provider.fileio import write_json_atomic
+from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, create_run_dir, publish_latest
+
+SCHEMA_VERSION = "invarlock.report/1"
+ADAPTER = "hf_causal"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    report_path: Path
+    report: dict[str, Any]
+
+
+def execute_run(
+    resolved: ResolvedPreset,
+    out: Path,
+    *,
+    show_progress: bool = False,
+    now: datetime | None = None,
+) -> RunResult:
+    started_at = now or datetime.now(UTC)
+    run_dir = create_run_dir(out, started_at)
+    run_id = f"{out.name}-{run_dir.name}-{secrets.token_hex(3)}"
+    events = EventLog(run_dir / EVENTS_FILE, run_id)
+    preset = resolved.preset
+    events.emit(
+        "start",
+        "run_started",
+        preset=str(resolved.source),
+        profile=resolved.profile,
+        config=preset_snapshot(preset),
+        pid=os.getpid(),
+    )
+    try:
+        report = _evaluate(resolved, run_id, started_at, events, show_progress)
+        report_path = run_dir / REPORT_FILE
+        write_json_atomic(report_path, report)
+        publish_latest(out, run_dir)
+        events.emit("finalize", "report_written", path=str(report_path))
+    except InvarlockError as exc:
+        events.emit("error", "run_failed", level="error", error=type(exc).__name__, message=str(exc))
+        raise
+    except BaseException as exc:
+        events.emit("error", "run_crashed", level="error", error=type(exc).__name__, message=str(exc))
+        raise
+    return RunResult(run_dir=run_dir, report_path=report_path, report=report)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    begin = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(time.perf_counter() - begin, 4)
+
+
+def _evaluate(
+    resolved: ResolvedPreset,
+    run_id: str,
+    started_at: datetime,
+    events: EventLog,
+    show_progress: bool,
+) -> dict[str, Any]:
+    network = apply_network_policy()
+    from invarlock_provider.evaluation import runtime
+    from invarlock_provider.evaluation.data import build_windows, load_corpus
+    from invarlock_provider.evaluation.edits import apply_edit
+    from invarlock_provider.evaluation.model import (
+        check_compatible,
+        load_model,
+        tokenizer_hash,
+        weights_digest,
+    )
+    from invarlock_provider.evaluation.scoring import WindowScorer, keep_freed_memory_mapped
+
+    preset = resolved.preset
+    timings: dict[str, float] = {}
+    wall_begin = time.perf_counter()
+
+    with _timed(timings, "load_s"):
+        seeds = runtime.seed_everything(preset.seed)
+        device = runtime.resolve_device(preset.eval.device)
+        dtype_name = runtime.resolve_dtype(preset.eval.dtype, device)
+        determinism = runtime.configure_determinism(device)
+        _quiet_transformers()
+        loaded = load_model(preset.model, dtype=runtime.torch_dtype(dtype_name), device=device)
+        check_compatible(loaded, preset.dataset.seq_len)
+        model_params = sum(p.numel() for p in loaded.model.parameters())
+        tok_hash = tokenizer_hash(loaded.tokenizer)
+    events.emit(
+        "load",
+        "model_loaded",
+        model=preset.model.id,
+        source=loaded.source,
+        device=device,
+        dtype=dtype_name,
+        parameters=model_params,
+        network_allowed=network,
+        seconds=timings["load_s"],
+    )
+
+    with _timed(timings, "edit_s"):
+        loaded_digest = weights_digest(loaded.model) if preset.edit.name != "noop" else None
+        edit_record = apply_edit(loaded.model, preset.edit.name)
+        evaluated_digest = weights_digest(loaded.model)
+    events.emit(
+        "edit",
+        "edit_applied",
+        edit=preset.edit.name,
+        modules_changed=len(edit_record["modules_changed"]),
+        seconds=timings["edit_s"],
+    )
+
+    with _timed(timings, "windows_s"):
+        corpus = load_corpus(preset.dataset)
+        windows = build_windows(corpus, loaded.tokenizer, preset.dataset, preset.seed)
+    events.emit(
+        "windows",
+        "windows_selected",
+        corpus_tokens=windows.corpus_tokens,
+        candidates=windows.plan.candidates,
+        preview=len(windows.preview),
+        final=len(windows.final),
+        windows_digest=windows.windows_digest,
+        seconds=timings["windows_s"],
+    )
+
+    scorer = WindowScorer(loaded.model, batch_size=preset.eval.batch_size, device=device, dtype_name=dtype_name)
+    allocator_tuned = keep_freed_memory_mapped() if device == "cpu" else False
+    total_windows = len(windows.preview) + len(windows.final)
+    with (
+        _progress_bar(total_windows, show_progress) as advance,
+        runtime.PeakMemory(device) as peak,
+        _timed(timings, "score_s"),
+    ):
+        preview = scorer.score(windows.preview, [f"preview/{i}" for i in windows.plan.preview_ids], advance)
+        final = scorer.score(windows.final, [f"final/{i}" for i in windows.plan.final_ids], advance)
+    processed_tokens = total_windows * preset.dataset.seq_len
+    tokens_per_s = processed_tokens / timings["score_s"] if timings["score_s"] > 0 else None
+    events.emit(
+        "score",
+        "windows_scored",
+        windows=total_windows,
+        tokens=processed_tokens,
+        tokens_per_s=tokens_per_s,
+        strategy=scorer.plan.strategy,
+        seconds=timings["score_s"],
+    )
+    timings["total_s"] = round(time.perf_counter() - wall_begin, 4)
+
+    def split_block(ids: tuple[int, ...], split: str, scores: Any) -> dict[str, Any]:
+        return {
+            "window_ids": list(ids),
+            "token_digests": windows.digests(split),
+            "logloss": scores.logloss,
+            "token_counts": scores.token_counts,
+        }
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created_at": started_at.isoformat(timespec="seconds"),
+        "preset": {
+            "source": str(resolved.source),
+            "profile": resolved.profile,
+            "resolved": preset_snapshot(preset),
+        },
+        "meta": {
+            "model_id": preset.model.id,
+            "model_source": loaded.source,
+            "model_class": type(loaded.model).__name__,
+            "model_revision": preset.model.revision,
+            "trust_remote_code": preset.model.trust_remote_code,
+            "parameters": model_params,
+            "context_length": loaded.context_length,
+            "weights_digest": evaluated_digest,
+            "weights_digest_before_edit": loaded_digest or evaluated_digest,
+            "adapter": ADAPTER,
+            "device": device,
+            "dtype": dtype_name,
+            "tokenizer_hash": tok_hash,
+            "tokenizer_vocab_size": len(loaded.tokenizer),
+            "seeds": seeds,
+            "determinism": determinism,
+            "network_allowed": network,
+            "versions": _versions(),
+            "host": {"platform": platform.platform(), "cpu_threads": _torch_threads()},
+            "scoring": {**scorer.plan.__dict__, "cpu_allocator_tuned": allocator_tuned},
+            "timings": timings,
+        },
+        "data": {
+            **corpus.source,
+            "seq_len": preset.dataset.seq_len,
+            "stride": preset.dataset.stride,
+            "preview_n": len(windows.preview),
+            "final_n": len(windows.final),
+            "bos_prepended": windows.bos_prepended,
+            "corpus_tokens": windows.corpus_tokens,
+            "candidate_windows": windows.plan.candidates,
+            "selection": "sha256(seed:index) rank",
+            "seed": preset.seed,
+            "dataset_digest": corpus.digest,
+            "windows_digest": windows.windows_digest,
+        },
+        "evaluation_windows": {
+            "preview": split_block(windows.plan.preview_ids, "preview", preview),
+            "final": split_block(windows.plan.final_ids, "final", final),
+        },
+        "metrics": {
+            "primary_metric": {
+                "kind": "ppl",
+                "preview": _perplexity(preview.logloss, preview.token_counts),
+                "final": _perplexity(final.logloss, final.token_counts),
+            },
+            "tokens_processed": processed_tokens,
+            "tokens_scored": sum(preview.token_counts) + sum(final.token_counts),
+            "throughput_tokens_per_s": tokens_per_s,
+            "peak_memory_bytes": peak.peak_bytes,
+            "peak_memory_source": peak.source,
+        },
+        "edit": edit_record,
+        "guards": [],
+    }
+
+
+def _perplexity(logloss: list[float], counts: list[int]) -> float:
+    """exp of the token-weighted mean NLL."""
+    total = sum(loss * count for loss, count in zip(logloss, counts, strict=True))
+    return math.exp(total / sum(counts))
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "invarlock_provider": __version__}
+    for package in ("torch", "transformers", "tokenizers", "datasets", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="win", desc="scoring", disable=not enabled, file=sys.stderr) as bar:
+        yield bar.update
