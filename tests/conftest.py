@@ -47,3 +47,41 @@ def write_preset(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def damaged_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A subject checkpoint with the first block's MLP zeroed: a heavily damaged model."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    target = tmp_path_factory.mktemp("damaged") / "model"
+    shutil.copytree(tiny_model_dir, target)
+    model = AutoModelForCausalLM.from_pretrained(target)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.zero_()
+        model.transformer.h[0].mlp.c_proj.weight.zero_()
+    model.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def real_runs(tmp_path_factory: pytest.TempPathFactory, damaged_model_dir: Path) -> dict[str, Path]:
+    """Real runs of the embedded model (default 200/200 windows), keyed by name -> report.json."""
+    from invarlock_provider.config import RunOverrides, load_preset
+    from invarlock_provider.evaluation.run import execute_run
+
+    root = tmp_path_factory.mktemp("runs")
+    specs = {
+        "baseline": RunOverrides(),
+        "noop": RunOverrides(),
+        "quant8": RunOverrides(edit="quant8"),
+        "damaged": RunOverrides(model=str(damaged_model_dir)),
+        "reseeded": RunOverrides(seed=43),
+    }
+    return {
+        name: execute_run(load_preset(None, overrides=overrides), root / name).report_path
+        for name, overrides in specs.items()
+    }

@@ -116,7 +116,10 @@ def test_engine_matches_plain_transformers(
     assert abs(engine - reference) / reference < 1e-5
 
 
-def test_quant8_changes_weights_and_raises_nll_slightly(baseline_pair: tuple[dict, dict, Path], tmp_path: Path) -> None:
+def test_quant8_changes_weights_and_moves_nll_slightly(baseline_pair: tuple[dict, dict, Path], tmp_path: Path) -> None:
+    """int8 per-channel RTN is close to lossless on this small model (no outlier channels): every
+    window's NLL moves, the mean by far less than 1e-3 nats. The sign of the mean is within noise
+    here (+3e-5 +- 2e-5 over 1,000 windows); test_edits shows NLL rising as precision drops."""
     baseline = baseline_pair[0]
     subject = run_ok(*DEV, "--edit", "quant8", "--out", str(tmp_path / "quant8"))
     assert subject["meta"]["weights_digest"] != baseline["meta"]["weights_digest"]
@@ -133,8 +136,8 @@ def test_quant8_changes_weights_and_raises_nll_slightly(baseline_pair: tuple[dic
             strict=True,
         )
     ]
-    mean_delta = sum(deltas) / len(deltas)
-    assert 0 < mean_delta < 0.05
+    assert sum(d != 0 for d in deltas) >= 0.9 * len(deltas)
+    assert abs(sum(deltas) / len(deltas)) < 1e-3
 
 
 def test_bfloat16_stays_close_to_float32(baseline_pair: tuple[dict, dict, Path], tmp_path: Path) -> None:
