@@ -14,6 +14,12 @@ from invarlock_provider import __version__
 
 _COMMANDS = {
     "run": "invarlock_provider.cli.run:run_command",
+    "report": "invarlock_provider.cli.report:report_command",
+    "verify": "invarlock_provider.cli.verify:verify_command",
+    "archive": "invarlock_provider.cli.archive:archive_command",
+    "fetch": "invarlock_provider.cli.fetch:fetch_command",
+    "ls": "invarlock_provider.cli.ls:ls_command",
+    "prune": "invarlock_provider.cli.prune:prune_command",
 }
 
 

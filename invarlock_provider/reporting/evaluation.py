@@ -1,0 +1,216 @@
+"""Assemble evaluation.report.json from two run reports and a tier policy, and write it.
+
+Assembly is one function over already-validated inputs; writing happens only after it succeeded,
+subject copy first and the evaluation report last, each atomically, so a folder that holds an
+evaluation.report.json always holds what it references.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invarlock_provider import __version__
+from invarlock_provider.errors import BadInputError
+from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic, write_json_atomic
+from invarlock_provider.layout import REPORT_FILE, RUN_DIR_PATTERN
+from invarlock_provider.reporting.pairing import describe, pairing_checks
+from invarlock_provider.reporting.policy import TierPolicy, gate
+from invarlock_provider.reporting.run_report import SPLITS, RunReport
+from invarlock_provider.reporting.stats import bca_interval, ppl_ratio, quantile
+
+EVALUATION_SCHEMA = "invarlock.evaluation/1"
+EVALUATION_FILE = "evaluation.report.json"
+HTML_FILE = "evaluation.html"
+DIGEST_FIELD = "evaluation_digest"
+
+
+def split_arrays(subject: RunReport, baseline: RunReport, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window delta NLL (subject - baseline) and token weights for one split."""
+    ours = np.asarray(subject.windows(split)["logloss"], dtype=np.float64)
+    theirs = np.asarray(baseline.windows(split)["logloss"], dtype=np.float64)
+    weights = np.asarray(baseline.windows(split)["token_counts"], dtype=np.float64)
+    return ours - theirs, weights
+
+
+def primary_metric(subject: RunReport, baseline: RunReport, policy: TierPolicy) -> dict[str, Any]:
+    final_delta, final_weights = split_arrays(subject, baseline, "final")
+    preview_delta, preview_weights = split_arrays(subject, baseline, "preview")
+    bootstrap = policy["bootstrap"]
+    interval = bca_interval(
+        final_delta,
+        final_weights,
+        replicates=bootstrap["replicates"],
+        confidence=float(bootstrap["confidence"]),
+        seed=bootstrap["seed"],
+    )
+    preview_ratio = ppl_ratio(preview_delta, preview_weights)
+    return {
+        "kind": "ppl_ratio",
+        "ratio": interval.ratio,
+        "ci": [interval.low, interval.high],
+        "ci_method": "paired bootstrap over windows, BCa",
+        "ci_confidence": interval.confidence,
+        "bootstrap_replicates": interval.replicates,
+        "bootstrap_seed": interval.seed,
+        "bca_z0": interval.z0,
+        "bca_acceleration": interval.acceleration,
+        "preview_ratio": preview_ratio,
+        "drift": interval.ratio / preview_ratio,
+        "final_tokens": int(final_weights.sum()),
+        "delta_logloss": {
+            "mean": float(final_delta.mean()),
+            "median": quantile(final_delta, 0.5),
+            "q95": quantile(final_delta, 0.95),
+            "min": float(final_delta.min()),
+            "max": float(final_delta.max()),
+        },
+        "subject_ppl": {s: subject.data["metrics"]["primary_metric"].get(s) for s in SPLITS},
+        "baseline_ppl": {s: baseline.data["metrics"]["primary_metric"].get(s) for s in SPLITS},
+    }
+
+
+def _metric_gates(metric: dict[str, Any], policy: TierPolicy) -> list[dict[str, Any]]:
+    limit = policy["ratio_limit"] + policy["hysteresis"]
+    low, high = policy["drift_band"]
+    return [
+        gate("ratio", metric["ratio"], limit, "<=", metric["ratio"] <= limit),
+        gate("ratio_ci_upper", metric["ci"][1], limit, "<=", metric["ci"][1] <= limit),
+        gate(
+            "min_tokens",
+            metric["final_tokens"],
+            policy["min_tokens"],
+            ">=",
+            metric["final_tokens"] >= policy["min_tokens"],
+        ),
+        gate("drift", metric["drift"], [low, high], "within", low <= metric["drift"] <= high),
+        gate(
+            "tail_q95",
+            metric["delta_logloss"]["q95"],
+            policy["tail_q95_limit"],
+            "<=",
+            metric["delta_logloss"]["q95"] <= policy["tail_q95_limit"],
+        ),
+    ]
+
+
+def _guard_gate(subject: RunReport, baseline: RunReport) -> dict[str, Any]:
+    failed = [
+        f"{role}:{guard.get('name')}"
+        for role, report in (("subject", subject), ("baseline", baseline))
+        for guard in report.data.get("guards", [])
+        if not guard.get("passed", False)
+    ]
+    total = len(subject.data.get("guards", [])) + len(baseline.data.get("guards", []))
+    detail = f"{total} guard results checked" + (f"; failed: {', '.join(failed)}" if failed else "")
+    return gate("guards", failed, [], "==", not failed, detail)
+
+
+def build_evaluation(
+    subject: RunReport,
+    baseline: RunReport,
+    policy: TierPolicy,
+    *,
+    output_dir: Path,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    checks = pairing_checks(subject, baseline)
+    mismatches = [check for check in checks if not check.ok]
+    metric = primary_metric(subject, baseline, policy) if not mismatches else None
+    if metric is not None:
+        gates = _metric_gates(metric, policy)
+    else:
+        gates = [
+            gate(name, None, None, "not evaluated", False, "pairing failed: windows are not comparable")
+            for name in ("ratio", "ratio_ci_upper", "min_tokens", "drift", "tail_q95")
+        ]
+    gates.append(gate("pairing", len(mismatches), 0, "==", not mismatches, "; ".join(describe(c) for c in mismatches)))
+    gates.append(_guard_gate(subject, baseline))
+    verdict = "PASS" if all(g["passed"] for g in gates) else "FAIL"
+    evaluation = {
+        "schema_version": EVALUATION_SCHEMA,
+        "created_at": (created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "tool_version": __version__,
+        "subject": _reference(subject, output_dir / REPORT_FILE, output_dir),
+        "baseline": _reference(baseline, baseline.path, output_dir),
+        "pairing": {"ok": not mismatches, "checks": [c.as_dict() for c in checks]},
+        "primary_metric": metric,
+        "tier": policy.tier,
+        "policy": policy.snapshot,
+        "policy_digest": policy.digest,
+        "gates": gates,
+        "verdict": verdict,
+        "reasons": [_reason(g) for g in gates if not g["passed"]],
+    }
+    return {**evaluation, DIGEST_FIELD: content_digest(evaluation)}
+
+
+def content_digest(evaluation: dict[str, Any]) -> str:
+    """sha256 of the evaluation's canonical JSON without its own digest: any edit shows."""
+    body = {key: value for key, value in evaluation.items() if key != DIGEST_FIELD}
+    return sha256_bytes(canonical_json(body))
+
+
+def _reference(report: RunReport, location: Path, output_dir: Path) -> dict[str, Any]:
+    meta = report.data["meta"]
+    return {
+        "path": Path(os.path.relpath(location.resolve(), output_dir.resolve())).as_posix(),
+        "sha256": report.sha256,
+        "run_id": report.run_id,
+        "model_id": meta.get("model_id"),
+        "weights_digest": meta.get("weights_digest"),
+        "edit": (report.data.get("edit") or {}).get("name"),
+    }
+
+
+def _reason(entry: dict[str, Any]) -> str:
+    if entry["comparison"] == "not evaluated":
+        return f"{entry['name']}: {entry['detail']}"
+    detail = f" ({entry['detail']})" if entry["detail"] else ""
+    return f"{entry['name']}: {entry['value']} not {entry['comparison']} {entry['limit']}{detail}"
+
+
+def run_name(report_path: Path) -> str:
+    """runs/<name>/<timestamp>/report.json -> <name>; reports/<name>/report.json -> <name>."""
+    parent = report_path.resolve().parent
+    return parent.parent.name if RUN_DIR_PATTERN.match(parent.name) else parent.name
+
+
+def write_evaluation(
+    output_dir: Path,
+    subject: RunReport,
+    baseline: RunReport,
+    policy: TierPolicy,
+    *,
+    copy_baseline: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Write report.json (subject copy), optionally the baseline copy, then the evaluation."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if copy_baseline:
+        baseline_copy = output_dir.parent / run_name(baseline.path) / REPORT_FILE
+        if baseline_copy.parent.resolve() == output_dir.resolve():
+            raise BadInputError(
+                f"--copy-baseline would write the baseline over the subject in {output_dir}; "
+                "choose an --output name different from the baseline's run name"
+            )
+        if baseline_copy.resolve() != baseline.path.resolve():
+            write_bytes_atomic(baseline_copy, baseline.raw)
+        baseline = RunReport(path=baseline_copy, raw=baseline.raw, data=baseline.data)
+    evaluation = build_evaluation(subject, baseline, policy, output_dir=output_dir)
+    if (output_dir / REPORT_FILE).resolve() != subject.path.resolve():
+        write_bytes_atomic(output_dir / REPORT_FILE, subject.raw)
+    (output_dir / HTML_FILE).unlink(missing_ok=True)  # rendered from an older evaluation
+    target = output_dir / EVALUATION_FILE
+    write_json_atomic(target, evaluation)
+    return target, evaluation
+
+
+def promote_baseline(output_dir: Path, report: RunReport) -> Path:
+    target = output_dir / REPORT_FILE
+    if target.resolve() != report.path.resolve():
+        write_bytes_atomic(target, report.raw)
+    return target

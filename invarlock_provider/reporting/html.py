@@ -1,0 +1,265 @@
+"""evaluation.html: one self-contained page a reviewer can read in a minute.
+
+No scripts, no fonts, no network: inline CSS and SVG only, so the file renders the same from a
+bucket, an email attachment or an air-gapped laptop. Every string that comes from a report is
+escaped; numbers are formatted here, never interpolated raw.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from invarlock_provider.reporting.evaluation import split_arrays
+from invarlock_provider.reporting.run_report import RunReport
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+main{max-width:1000px;margin:0 auto;padding:24px}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
+.banner{padding:18px 22px;border-radius:8px;color:#fff;display:flex;justify-content:space-between;align-items:center}
+.PASS{background:#1f7a3f}.FAIL{background:#b3261e}
+.banner .verdict{font-size:30px;font-weight:700;letter-spacing:.04em}
+.banner .ratio{font-size:18px;text-align:right}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1e6}
+th,td{padding:6px 10px;border-bottom:1px solid #eceef1;text-align:left;vertical-align:top}
+th{background:#eef1f4;font-weight:600}
+td.num{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap}
+.ok{color:#1f7a3f;font-weight:600}.bad{color:#b3261e;font-weight:600}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}
+.charts{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
+.charts figure{margin:0;background:#fff;border:1px solid #dde1e6;padding:8px}
+figcaption{font-size:12px;color:#555;margin-top:4px}
+ul.reasons{background:#fff4f3;border:1px solid #f1c6c2;padding:10px 10px 10px 28px;margin:12px 0}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return esc(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
+    return esc(value)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(text: str, css: str = "") -> str:
+    return f'<td class="{css}">{text}</td>' if css else f"<td>{text}</td>"
+
+
+def histogram_svg(deltas: np.ndarray, bins: int = 30, width: int = 460, height: int = 200) -> str:
+    """Histogram of per-window delta NLL with a marker at zero (no change)."""
+    low, high = float(deltas.min()), float(deltas.max())
+    if math.isclose(low, high):
+        low, high = low - 0.5e-3, high + 0.5e-3
+    counts, edges = np.histogram(deltas, bins=bins, range=(low, high))
+    pad_left, pad_bottom, pad_top = 36, 28, 10
+    plot_w, plot_h = width - pad_left - 10, height - pad_bottom - pad_top
+    top = max(int(counts.max()), 1)
+    bar_w = plot_w / bins
+    bars = []
+    for index, count in enumerate(counts):
+        bar_h = plot_h * count / top
+        x = pad_left + index * bar_w
+        bars.append(
+            f'<rect x="{x:.1f}" y="{pad_top + plot_h - bar_h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
+            f'height="{bar_h:.1f}" fill="#3b6ea8"><title>{edges[index]:.4f} to {edges[index + 1]:.4f}: '
+            f"{int(count)} windows</title></rect>"
+        )
+    zero = ""
+    if low <= 0 <= high:
+        zx = pad_left + plot_w * (0 - low) / (high - low)
+        zero = (
+            f'<line x1="{zx:.1f}" y1="{pad_top}" x2="{zx:.1f}" y2="{pad_top + plot_h}" '
+            'stroke="#b3261e" stroke-dasharray="4 3"/>'
+        )
+    axis_y = pad_top + plot_h
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="histogram of per-window delta NLL">'
+        f'<line x1="{pad_left}" y1="{axis_y}" x2="{width - 10}" y2="{axis_y}" stroke="#888"/>'
+        f"{''.join(bars)}{zero}"
+        f'<text x="{pad_left}" y="{height - 8}" font-size="11">{low:.4f}</text>'
+        f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">{high:.4f}</text>'
+        f'<text x="4" y="{pad_top + 10}" font-size="11">{top}</text>'
+        "</svg>"
+    )
+
+
+def interval_svg(ratio: float, low: float, high: float, limit: float, width: int = 460, height: int = 90) -> str:
+    """The ratio with its confidence interval against the tier limit."""
+    span_low = min(low, 1.0, ratio) - 0.01
+    span_high = max(high, limit, ratio) + 0.01
+    pad = 20
+
+    def x(value: float) -> float:
+        return pad + (width - 2 * pad) * (value - span_low) / (span_high - span_low)
+
+    y = 40
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="ratio and confidence interval against the limit">'
+        f'<line x1="{pad}" y1="{y}" x2="{width - pad}" y2="{y}" stroke="#ccc"/>'
+        f'<line x1="{x(1.0):.1f}" y1="15" x2="{x(1.0):.1f}" y2="65" stroke="#888" stroke-dasharray="2 2"/>'
+        f'<text x="{x(1.0):.1f}" y="80" font-size="11" text-anchor="middle">1.00</text>'
+        f'<line x1="{x(limit):.1f}" y1="10" x2="{x(limit):.1f}" y2="70" stroke="#b3261e" stroke-width="2"/>'
+        f'<text x="{x(limit):.1f}" y="9" font-size="11" text-anchor="middle" fill="#b3261e">limit {limit:.3f}</text>'
+        f'<line x1="{x(low):.1f}" y1="{y}" x2="{x(high):.1f}" y2="{y}" stroke="#1d2330" stroke-width="4"/>'
+        f'<circle cx="{x(ratio):.1f}" cy="{y}" r="6" fill="#3b6ea8"/>'
+        f'<text x="{x(ratio):.1f}" y="{y + 22}" font-size="11" text-anchor="middle">{ratio:.4f}</text>'
+        "</svg>"
+    )
+
+
+def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> str:
+    verdict = "PASS" if evaluation.get("verdict") == "PASS" else "FAIL"
+    metric = evaluation.get("primary_metric")
+    policy = evaluation.get("policy", {})
+    limit = float(policy.get("ratio_limit", 0)) + float(policy.get("hysteresis", 0))
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>{esc(verdict)}: {esc(evaluation['subject'].get('model_id'))} vs baseline</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        f"<h1>Evaluation report: {esc(evaluation['subject'].get('model_id'))}"
+        f" ({esc(evaluation['subject'].get('edit'))}) vs {esc(evaluation['baseline'].get('model_id'))}</h1>",
+        f"<p>Tier <b>{esc(evaluation.get('tier'))}</b> &middot; created {esc(evaluation.get('created_at'))}"
+        f" &middot; invarlock {esc(evaluation.get('tool_version'))}</p>",
+        f'<div class="banner {verdict}"><div class="verdict">{verdict}</div><div class="ratio">',
+    ]
+    if metric:
+        parts.append(
+            f"ppl ratio <b>{metric['ratio']:.4f}</b><br>95% CI [{metric['ci'][0]:.4f}, {metric['ci'][1]:.4f}]"
+            f" &middot; limit {limit:.3f}"
+        )
+    else:
+        parts.append("pairing failed: no ratio")
+    parts.append("</div></div>")
+    if evaluation.get("reasons"):
+        parts.append("<ul class='reasons'>" + "".join(f"<li>{esc(r)}</li>" for r in evaluation["reasons"]) + "</ul>")
+
+    parts.append("<h2>Gates</h2>")
+    parts.append(
+        _table(
+            ("gate", "value", "limit", "rule", "result", "detail"),
+            (
+                (
+                    _cell(esc(g.get("name"))),
+                    _cell(fmt(g.get("value")), "num"),
+                    _cell(fmt(g.get("limit")), "num"),
+                    _cell(esc(g.get("comparison"))),
+                    _cell("pass" if g.get("passed") else "FAIL", "ok" if g.get("passed") else "bad"),
+                    _cell(esc(g.get("detail", ""))),
+                )
+                for g in evaluation.get("gates", [])
+            ),
+        )
+    )
+
+    if metric:
+        deltas, _ = split_arrays(subject, baseline, "final")
+        parts.append("<h2>Ratio and per-window change</h2><div class='charts'>")
+        parts.append(
+            f"<figure>{interval_svg(metric['ratio'], metric['ci'][0], metric['ci'][1], limit)}"
+            "<figcaption>Perplexity ratio (dot) with its 95% BCa interval; red line: tier limit + hysteresis."
+            "</figcaption></figure>"
+        )
+        parts.append(
+            f"<figure>{histogram_svg(deltas)}<figcaption>Per-window &Delta; NLL, subject &minus; baseline, "
+            f"{len(deltas)} final windows (dashed: no change).</figcaption></figure></div>"
+        )
+        parts.append("<h2>Preview and final windows</h2>")
+        rows = []
+        for split, ratio in (("preview", metric["preview_ratio"]), ("final", metric["ratio"])):
+            rows.append(
+                (
+                    _cell(split),
+                    _cell(fmt(metric["subject_ppl"].get(split)), "num"),
+                    _cell(fmt(metric["baseline_ppl"].get(split)), "num"),
+                    _cell(fmt(ratio), "num"),
+                )
+            )
+        parts.append(_table(("windows", "subject ppl", "baseline ppl", "ratio"), rows))
+        parts.append(
+            f"<p>Drift (final ratio / preview ratio): <b>{metric['drift']:.4f}</b>; q95 of &Delta; NLL "
+            f"{metric['delta_logloss']['q95']:.4f} nats; {metric['final_tokens']} scored tokens.</p>"
+        )
+
+    parts.append("<h2>Pairing checks</h2>")
+    parts.append(
+        _table(
+            ("field", "subject", "baseline", "result"),
+            (
+                (
+                    _cell(f"<code>{esc(c.get('field'))}</code>"),
+                    _cell(f"<code>{esc(c.get('subject'))}</code>"),
+                    _cell(f"<code>{esc(c.get('baseline'))}</code>"),
+                    _cell(
+                        "equal" if c.get("ok") else f"DIFFERENT {esc(c.get('detail', ''))}",
+                        "ok" if c.get("ok") else "bad",
+                    ),
+                )
+                for c in evaluation.get("pairing", {}).get("checks", [])
+            ),
+        )
+    )
+
+    parts.append("<h2>Provenance</h2>")
+    parts.append(_table(("", "subject", "baseline"), _provenance_rows(evaluation, subject, baseline)))
+    parts.append(
+        f"<p>Policy digest <code>{esc(evaluation.get('policy_digest'))}</code> &middot; evaluation digest "
+        f"<code>{esc(evaluation.get('evaluation_digest'))}</code></p>"
+    )
+    parts.append(
+        "<p>Verify offline with <code>invarlock verify &lt;this folder&gt;</code>: it recomputes the digests, "
+        "the ratio, every gate and the verdict from the stored per-window values.</p>"
+    )
+    parts.append("</main></body></html>\n")
+    return "".join(parts)
+
+
+def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> list[tuple[str, ...]]:
+    def row(label: str, getter: Any) -> tuple[str, ...]:
+        return (
+            _cell(esc(label)),
+            _cell(f"<code>{esc(getter(subject.data))}</code>"),
+            _cell(f"<code>{esc(getter(baseline.data))}</code>"),
+        )
+
+    return [
+        (
+            _cell("report"),
+            _cell(f"<code>{esc(evaluation['subject']['path'])}</code>"),
+            _cell(f"<code>{esc(evaluation['baseline']['path'])}</code>"),
+        ),
+        (
+            _cell("report sha256"),
+            _cell(f"<code>{esc(evaluation['subject']['sha256'])}</code>"),
+            _cell(f"<code>{esc(evaluation['baseline']['sha256'])}</code>"),
+        ),
+        row("run id", lambda d: d.get("run_id")),
+        row("model", lambda d: d["meta"].get("model_id")),
+        row("edit", lambda d: (d.get("edit") or {}).get("name")),
+        row("weights digest", lambda d: d["meta"].get("weights_digest")),
+        row("tokenizer hash", lambda d: d["meta"].get("tokenizer_hash")),
+        row("dataset digest", lambda d: d["data"].get("dataset_digest")),
+        row("windows digest", lambda d: d["data"].get("windows_digest")),
+        row("seeds", lambda d: d["meta"].get("seeds")),
+        row("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
+        row("versions", lambda d: d["meta"].get("versions")),
+    ]

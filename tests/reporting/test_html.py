@@ -1,0 +1,121 @@
+"""evaluation.html: escaping, self-containment, and a real render in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from invarlock_provider.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MALICIOUS = '<script>alert("x")</script>'
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def html_report(real_runs: dict[str, Path], tmp_path: Path) -> Path:
+    output = tmp_path / "reports" / "quant8_balanced"
+    code, _, stderr = cli(
+        "report",
+        "--run",
+        str(real_runs["quant8"]),
+        "--baseline",
+        str(real_runs["baseline"]),
+        "--format",
+        "html",
+        "--output",
+        str(output),
+    )
+    assert code == 0, stderr
+    return output / "evaluation.html"
+
+
+def test_html_is_self_contained(html_report: Path) -> None:
+    page = html_report.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    for needle in ("PASS", "Gates", "ratio_ci_upper", "<svg", "Provenance", "Policy digest"):
+        assert needle in page
+    for forbidden in ("<script", "http://", "https://", "<link", "@import", "src="):
+        assert forbidden not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_report_html_subcommand_renders_beside_the_evaluation(html_report: Path) -> None:
+    html_report.unlink()
+    code, stdout, _ = cli("report", "html", "--input", str(html_report.parent / "evaluation.report.json"))
+    assert code == 0 and stdout.strip() == f"html: {html_report}"
+    assert html_report.is_file()
+
+
+def test_strings_from_reports_are_escaped(real_runs: dict[str, Path], tmp_path: Path) -> None:
+    data = json.loads(real_runs["quant8"].read_text())
+    data["meta"]["model_id"] = MALICIOUS
+    data["edit"]["name"] = "<b>bold</b>"
+    subject = tmp_path / "evil" / "report.json"
+    subject.parent.mkdir()
+    subject.write_text(json.dumps(data))
+    output = tmp_path / "out"
+    code, _, stderr = cli(
+        "report",
+        "--run",
+        str(subject),
+        "--baseline",
+        str(real_runs["baseline"]),
+        "--format",
+        "html",
+        "--output",
+        str(output),
+    )
+    assert code == 0, stderr
+    page = (output / "evaluation.html").read_text()
+    assert "<script" not in page and "<b>bold" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_html_refuses_reports_that_changed(html_report: Path) -> None:
+    subject = html_report.parent / "report.json"
+    subject.write_text(subject.read_text().replace('"noop"', '"other"', 1) + " ")
+    code, _, stderr = cli("report", "html", "--input", str(html_report.parent))
+    assert code == 2 and "sha256 does not match" in stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_chromium_renders_a_non_blank_page(html_report: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    screenshot = tmp_path / "page.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1100,1500",
+            f"--screenshot={screenshot}",
+            html_report.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    image = Image.open(screenshot).convert("RGB")
+    assert image.size == (1100, 1500)
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # text, tables and charts, not a blank page
+    banner_green = sum(count for count, (r, g, b) in colours if (r, g, b) == (0x1F, 0x7A, 0x3F))
+    assert banner_green > 5000  # the PASS banner is drawn
