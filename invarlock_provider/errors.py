@@ -19,6 +19,21 @@ class BadInputError(InvarlockError):
     exit_code = 2
 
 
+class MissingExtraError(BadInputError):
+    """An optional dependency stack is not installed; the message names the pip extra."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(f"{module} is not installed: pip install 'airflow-provider-invarlock[{extra}]'")
+
+
+def require(module: str, extra: str) -> None:
+    """Import check with a fix-it message, for the first heavy import of a command."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtraError(module, extra)
+
+
 class EvaluationAbortedError(InvarlockError):
     """The evaluation started but produced numbers that cannot be trusted (NaN/inf)."""
 

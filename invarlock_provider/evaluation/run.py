@@ -23,7 +23,7 @@ from typing import Any
 
 from invarlock_provider import __version__
 from invarlock_provider.config import ResolvedPreset, preset_snapshot
-from invarlock_provider.errors import InvarlockError
+from invarlock_provider.errors import InvarlockError, require
 from invarlock_provider.evaluation.events import EventLog
 from invarlock_provider.evaluation.network import apply_network_policy
 from invarlock_provider.fileio import write_json_atomic
@@ -47,6 +47,8 @@ def execute_run(
     show_progress: bool = False,
     now: datetime | None = None,
 ) -> RunResult:
+    for module in ("torch", "transformers"):
+        require(module, "hf")
     started_at = now or datetime.now(UTC)
     run_dir = create_run_dir(out, started_at)
     run_id = f"{out.name}-{run_dir.name}-{secrets.token_hex(3)}"

@@ -1,0 +1,74 @@
+"""``invarlock archive``: upload a reports folder as a checksummed bundle, manifest last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from invarlock_provider.cli.errors import reports_errors
+from invarlock_provider.cli.store_options import ENV_HELP, default_archive_uri, s3_settings, store_options
+
+EXAMPLE = (
+    """
+\b
+Examples:
+  invarlock archive reports/quant8_balanced                       # to ./evidence (file://)
+  invarlock archive reports/quant8_balanced --to s3://evidence/nightly --object-lock-days 365
+"""
+    + ENV_HELP
+    + "  INVARLOCK_ARCHIVE_URI                                    default for --to\n"
+    + "  INVARLOCK_HOME                                           where the archive index lives (~/.invarlock)\n"
+)
+
+
+@click.command("archive", epilog=EXAMPLE)
+@click.argument("report_dir", type=click.Path(path_type=Path))
+@click.option("--to", "target", default=None, metavar="URI", help="s3://BUCKET/PREFIX or file:///PATH.")
+@click.option("--object-lock-days", type=int, default=None, help="WORM retention for every object of the bundle.")
+@click.option("--lock-mode", type=click.Choice(["GOVERNANCE", "COMPLIANCE"]), default="GOVERNANCE", show_default=True)
+@click.option(
+    "--index",
+    "index_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Archive index read by `invarlock prune` [default: $INVARLOCK_HOME/archive-index.json].",
+)
+@click.option("--json", "as_json", is_flag=True)
+@store_options
+@reports_errors
+def archive_command(
+    report_dir: Path,
+    target: str | None,
+    object_lock_days: int | None,
+    lock_mode: str,
+    index_path: Path | None,
+    as_json: bool,
+    endpoint_url: str | None,
+    region: str | None,
+    path_style: bool,
+) -> None:
+    """Archive REPORT_DIR (reports/NAME) as <prefix>/<NAME>/<evidence id>/ in object storage.
+
+    The evidence id is a digest of the content: archiving the same evidence again is a no-op.
+    """
+    from invarlock_provider.storage.archive import archive_report
+    from invarlock_provider.storage.index import default_index_path
+    from invarlock_provider.storage.stores import open_store
+
+    store = open_store(target or default_archive_uri(), s3_settings(endpoint_url, region, path_style))
+    result = archive_report(
+        store,
+        report_dir,
+        object_lock_days=object_lock_days,
+        lock_mode=lock_mode,
+        index_path=index_path or default_index_path(),
+    )
+    if as_json:
+        click.echo(json.dumps(result.__dict__))
+        return
+    state = "already archived" if result.already_archived else f"uploaded {len(result.uploaded)} files"
+    click.echo(f"{result.verdict} evidence {result.evidence_id}: {state}")
+    click.echo(f"bundle: {result.bundle_uri}")
+    click.echo(f"manifest sha256: {result.manifest_sha256}")

@@ -1,0 +1,40 @@
+"""``invarlock fetch``: download a bundle, checking every file against its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from invarlock_provider.cli.errors import reports_errors
+from invarlock_provider.cli.store_options import ENV_HELP, bundle_location, s3_settings, store_options
+
+EXAMPLE = (
+    """
+\b
+Example:
+  invarlock fetch s3://evidence/nightly/quant8_balanced/ev-0123456789abcdef01234567 --to audit/
+  invarlock verify audit/
+"""
+    + ENV_HELP
+)
+
+
+@click.command("fetch", epilog=EXAMPLE)
+@click.argument("bundle_uri")
+@click.option("--to", "target", required=True, type=click.Path(path_type=Path), help="Empty or new folder.")
+@store_options
+@reports_errors
+def fetch_command(
+    bundle_uri: str, target: Path, endpoint_url: str | None, region: str | None, path_style: bool
+) -> None:
+    """Download BUNDLE_URI (…/<report name>/<evidence id>) into a folder."""
+    from invarlock_provider.errors import BadInputError
+    from invarlock_provider.storage.archive import fetch_bundle
+    from invarlock_provider.storage.stores import open_store
+
+    if target.exists() and any(target.iterdir()):
+        raise BadInputError(f"--to {target}: folder is not empty")
+    root, base = bundle_location(bundle_uri)
+    fetch_bundle(open_store(root, s3_settings(endpoint_url, region, path_style)), base, target, strict=True)
+    click.echo(f"fetched {bundle_uri} -> {target} (all files match the manifest); next: invarlock verify {target}")

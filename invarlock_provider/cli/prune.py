@@ -1,0 +1,130 @@
+"""``invarlock prune``: retention for local scratch runs and for bucket bundles."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from invarlock_provider.cli.errors import reports_errors
+from invarlock_provider.cli.store_options import (
+    ENV_HELP,
+    bundle_location,
+    is_store_uri,
+    s3_settings,
+    store_options,
+)
+
+EXAMPLE = (
+    """
+\b
+Examples:
+  invarlock prune runs/ --keep-last 3 --max-age 14d --dry-run
+  invarlock prune s3://evidence/nightly --max-age 365d --keep-last 10
+\b
+Local runs are deleted only once their report.json is in an archived bundle (see the archive
+index, $INVARLOCK_HOME/archive-index.json); the newest run of every name is always kept.
+"""
+    + ENV_HELP
+)
+
+
+@click.command("prune", epilog=EXAMPLE)
+@click.argument("target")
+@click.option("--keep-last", type=click.IntRange(min=0), default=None, help="Keep the N newest per name.")
+@click.option("--max-age", default=None, metavar="DURATION", help="Delete only what is older, e.g. 14d, 12h.")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
+@click.option("--include-unarchived", is_flag=True, help="Local runs: also delete runs that were never archived.")
+@click.option("--index", "index_path", type=click.Path(path_type=Path), default=None)
+@click.option("--grace", default="24h", show_default=True, help="Bucket: age after which incomplete bundles go.")
+@click.option("--json", "as_json", is_flag=True)
+@store_options
+@reports_errors
+def prune_command(
+    target: str,
+    keep_last: int | None,
+    max_age: str | None,
+    dry_run: bool,
+    include_unarchived: bool,
+    index_path: Path | None,
+    grace: str,
+    as_json: bool,
+    endpoint_url: str | None,
+    region: str | None,
+    path_style: bool,
+) -> None:
+    """Prune TARGET: a runs/ folder, or a bucket prefix (s3://… or file://…)."""
+    from datetime import UTC, datetime
+
+    from invarlock_provider.storage.retention import parse_duration
+
+    age = parse_duration(max_age) if max_age else None
+    now = datetime.now(UTC)
+    if is_store_uri(target):
+        _prune_bucket(
+            target,
+            keep_last,
+            age,
+            parse_duration(grace),
+            dry_run,
+            as_json,
+            now,
+            s3_settings(endpoint_url, region, path_style),
+        )
+        return
+    from invarlock_provider.storage.index import default_index_path, read_index
+    from invarlock_provider.storage.retention import apply_run_pruning, plan_run_pruning
+
+    archived = set(read_index(index_path or default_index_path()))
+    decisions = plan_run_pruning(
+        Path(target),
+        keep_last=keep_last,
+        max_age=age,
+        archived=archived,
+        include_unarchived=include_unarchived,
+        now=now,
+    )
+    if include_unarchived and any(d.delete and "NOT ARCHIVED" in d.reason for d in decisions):
+        click.echo("WARNING: --include-unarchived deletes runs whose reports were never archived", err=True)
+    if not dry_run:
+        apply_run_pruning(decisions)
+    _print(decisions, dry_run, as_json)
+
+
+def _prune_bucket(
+    target: str,
+    keep_last: int | None,
+    age: timedelta | None,
+    grace: timedelta,
+    dry_run: bool,
+    as_json: bool,
+    now,
+    settings,
+) -> None:
+    from invarlock_provider.storage.retention import prune_bundles
+    from invarlock_provider.storage.stores import check_store, open_store
+
+    root, base = bundle_location(target)
+    store = open_store(root, settings)
+    if root.scheme == "s3":
+        check_store(store)
+    report = prune_bundles(store, base, keep_last=keep_last, max_age=age, grace=grace, dry_run=dry_run, now=now)
+    _print(
+        report.decisions, dry_run, as_json, extra={"deleted_objects": report.deleted_objects, "errors": report.errors}
+    )
+    if report.errors:
+        raise SystemExit(1)
+
+
+def _print(decisions, dry_run: bool, as_json: bool, extra: dict | None = None) -> None:
+    if as_json:
+        rows = [{"target": d.target, "delete": d.delete, "reason": d.reason} for d in decisions]
+        click.echo(json.dumps({"dry_run": dry_run, "decisions": rows, **(extra or {})}, indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for decision in decisions:
+        click.echo(f"{verb if decision.delete else 'kept':<12} {decision.target}  ({decision.reason})")
+    deleted = sum(d.delete for d in decisions)
+    click.echo(f"{deleted} {verb}, {len(decisions) - deleted} kept")

@@ -1,0 +1,300 @@
+"""Archive a reports folder as a bundle; fetch, list and verify bundles.
+
+Order is what makes a bundle trustworthy: every file is uploaded (in parallel) and confirmed by
+its sha256 (server-side checksums on S3, a re-read on a local folder), and only then is
+manifest.json written. A bundle without a manifest
+is incomplete by definition: re-running the archive completes it, and nothing reads it as
+evidence in the meantime.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider.errors import BadInputError, InvarlockError
+from invarlock_provider.fileio import sha256_bytes, sha256_file, write_bytes_atomic
+from invarlock_provider.layout import REPORT_FILE
+from invarlock_provider.reporting.verify import BASELINE_DIR, Verification, verify_evaluation
+from invarlock_provider.storage.bundle import (
+    EVIDENCE_ID,
+    MANIFEST_FILE,
+    BundleFile,
+    LocalBundle,
+    collect_bundle,
+    manifest_bytes,
+    parse_manifest,
+)
+from invarlock_provider.storage.index import record_archived
+from invarlock_provider.storage.objectstore import ObjectLock, ObjectStore
+from invarlock_provider.storage.stores import check_store
+from invarlock_provider.storage.uri import join_key
+
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    bundle_uri: str
+    evidence_id: str
+    manifest_sha256: str
+    uploaded: list[str]
+    skipped: list[str]
+    already_archived: bool
+    verdict: str
+
+
+@dataclass
+class BundleSummary:
+    uri: str
+    key: str
+    report_name: str
+    evidence_id: str
+    complete: bool
+    manifest: dict[str, Any] | None = None
+    newest_object: datetime | None = None
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def created_at(self) -> datetime | None:
+        if self.manifest and isinstance(self.manifest.get("created_at"), str):
+            return datetime.fromisoformat(self.manifest["created_at"])
+        return self.newest_object
+
+
+def archive_report(
+    store: ObjectStore,
+    report_dir: Path,
+    *,
+    object_lock_days: int | None = None,
+    lock_mode: str = "GOVERNANCE",
+    index_path: Path | None = None,
+    now: datetime | None = None,
+    on_uploaded: Callable[[str], None] | None = None,
+    max_workers: int = 8,
+) -> ArchiveResult:
+    now = now or datetime.now(UTC)
+    bundle = collect_bundle(report_dir)
+    check_store(store)
+    base = store.uri.key(bundle.report_name, bundle.evidence_id)
+    manifest_key = join_key(base, MANIFEST_FILE)
+    existing = store.head(manifest_key)
+    if existing is not None:
+        raw = store.read_bytes(manifest_key)
+        manifest = parse_manifest(raw, location(store, manifest_key))
+        ours = {f.name: f.sha256 for f in bundle.files if f.required}
+        theirs = {f["path"]: f["sha256"] for f in manifest["files"] if f["path"] in ours}
+        if ours != theirs:
+            raise InvarlockError(
+                f"{location(store, base)}: an existing manifest lists different evidence files; not overwriting"
+            )
+        result = _result(store, base, bundle, raw, [], [f["path"] for f in manifest["files"]], True)
+        _record(index_path, bundle, result, now)
+        return result
+
+    lock = _lock(store, object_lock_days, lock_mode, now)
+
+    already_there = {info.key for info in store.list(base)}  # one listing, not a HEAD per file
+
+    def upload(file: BundleFile) -> tuple[BundleFile, bool]:
+        key = join_key(base, file.name)
+        if key in already_there and lock is None:
+            file = _hashed(file)
+            present = store.head(key)
+            if present is not None and present.sha256 == file.sha256 and present.size == file.size:
+                return file, False
+        with ThreadPoolExecutor(max_workers=1) as hasher:  # an attachment's hash overlaps its transfer
+            digest = hasher.submit(sha256_file, file.path) if file.sha256 is None else None
+            store.put_file(key, file.path, file.sha256, lock)  # the store confirms the bytes or raises
+            file = replace(file, sha256=digest.result()) if digest is not None else file
+        if on_uploaded is not None:
+            on_uploaded(key)
+        return file, True
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        outcomes = list(pool.map(upload, bundle.files))
+    files = [file for file, _ in outcomes]
+
+    lock_record = {"mode": lock.mode, "retain_until": lock.retain_until.isoformat()} if lock else None
+    raw = manifest_bytes(bundle.manifest(files, created_at=now, lock=lock_record))
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest_path = Path(tmp) / MANIFEST_FILE
+        manifest_path.write_bytes(raw)
+        store.put_file(manifest_key, manifest_path, sha256_bytes(raw), lock)
+    uploaded = [file.name for file, sent in outcomes if sent]
+    skipped = [file.name for file, sent in outcomes if not sent]
+    result = _result(store, base, bundle, raw, uploaded, skipped, False)
+    _record(index_path, bundle, result, now)
+    return result
+
+
+def location(store: ObjectStore, key: str) -> str:
+    """The URI a person would use for ``key`` in this store."""
+    if store.uri.scheme == "s3":
+        return f"s3://{store.uri.bucket}/{key}"
+    return (store.uri.root / key).as_uri() if key else store.uri.root.as_uri()
+
+
+def _hashed(file: BundleFile) -> BundleFile:
+    return file if file.sha256 is not None else replace(file, sha256=sha256_file(file.path))
+
+
+def _lock(store: ObjectStore, days: int | None, mode: str, now: datetime) -> ObjectLock | None:
+    if days is None:
+        return None
+    if days < 1:
+        raise BadInputError("--object-lock-days must be at least 1")
+    if mode not in LOCK_MODES:
+        raise BadInputError(f"--lock-mode must be one of {', '.join(LOCK_MODES)}")
+    if not store.supports_object_lock():
+        raise BadInputError(
+            f"{store.uri}: the bucket has no Object Lock (it must be created with Object Lock enabled); "
+            "drop --object-lock-days or use a locked bucket"
+        )
+    return ObjectLock(mode=mode, retain_until=now + timedelta(days=days))
+
+
+def _result(
+    store: ObjectStore,
+    base: str,
+    bundle: LocalBundle,
+    raw: bytes,
+    uploaded: list[str],
+    skipped: list[str],
+    already: bool,
+) -> ArchiveResult:
+    return ArchiveResult(
+        bundle_uri=str(store.uri.child(bundle.report_name, bundle.evidence_id))
+        if store.uri.scheme == "s3"
+        else (store.uri.root / base).as_uri(),
+        evidence_id=bundle.evidence_id,
+        manifest_sha256=sha256_bytes(raw),
+        uploaded=uploaded,
+        skipped=skipped,
+        already_archived=already,
+        verdict=bundle.evaluation["verdict"],
+    )
+
+
+def _record(index_path: Path | None, bundle: LocalBundle, result: ArchiveResult, now: datetime) -> None:
+    if index_path is None:
+        return
+    by_name = {f.name: f for f in bundle.files if f.required}
+    entries = {}
+    for role, name in (("subject", REPORT_FILE), ("baseline", f"{BASELINE_DIR}/{REPORT_FILE}")):
+        entries[by_name[name].sha256] = {
+            "role": role,
+            "run_id": bundle.evaluation[role].get("run_id"),
+            "bundle": result.bundle_uri,
+            "manifest_sha256": result.manifest_sha256,
+            "archived_at": now.isoformat(timespec="seconds"),
+        }
+    record_archived(index_path, entries)
+
+
+# --- reading bundles back ---------------------------------------------------------------------------
+
+
+def fetch_bundle(store: ObjectStore, base: str, target: Path, *, strict: bool = True) -> Verification:
+    """Download a bundle; manifest first (it must exist), then each listed file, checked against it.
+
+    With ``strict`` a mismatching file is an error; otherwise it is kept and reported as a failed
+    check, which is what ``verify`` wants (it names every bad file, not just the first).
+    """
+    where = location(store, base)
+    manifest_key = join_key(base, MANIFEST_FILE)
+    if store.head(manifest_key) is None:
+        raise BadInputError(f"{where}: no manifest.json: not a bundle, or an incomplete one (re-run the archive)")
+    raw = store.read_bytes(manifest_key)
+    manifest = parse_manifest(raw, where)
+    result = Verification(path=target, kind="bundle", verdict=manifest.get("verdict"))
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in manifest["files"]:
+        local = target / entry["path"]
+        if store.head(join_key(base, entry["path"])) is None:
+            result.add(f"bundle.{entry['path']}", False, f"{entry['path']} listed in the manifest but missing")
+            continue
+        store.download(join_key(base, entry["path"]), local)
+        actual = sha256_file(local)
+        ok = actual == entry["sha256"] and local.stat().st_size == entry.get("size", local.stat().st_size)
+        detail = entry["path"] if ok else f"{entry['path']} changed: sha256 {actual}, manifest {entry['sha256']}"
+        if strict and not ok:
+            raise InvarlockError(f"{where}: {detail}")
+        result.add(f"bundle.{entry['path']}", ok, detail)
+    write_bytes_atomic(target / MANIFEST_FILE, raw)
+    return result
+
+
+def verify_bundle_folder(folder: Path) -> Verification:
+    """A fetched bundle: its manifest against the files, then the evaluation itself."""
+    raw = (folder / MANIFEST_FILE).read_bytes()
+    manifest = parse_manifest(raw, str(folder))
+    result = Verification(path=folder, kind="bundle", verdict=manifest.get("verdict"))
+    for entry in manifest["files"]:
+        path = folder / entry["path"]
+        if not path.is_file():
+            result.add(f"bundle.{entry['path']}", False, f"{entry['path']} listed in the manifest but missing")
+            continue
+        actual = sha256_file(path)
+        result.add(
+            f"bundle.{entry['path']}",
+            actual == entry["sha256"],
+            entry["path"] if actual == entry["sha256"] else f"{entry['path']} changed: sha256 {actual}",
+        )
+    _merge_evaluation(folder, manifest, result)
+    return result
+
+
+def verify_remote_bundle(store: ObjectStore, base: str, display: str) -> Verification:
+    with tempfile.TemporaryDirectory(prefix="invarlock-verify-") as tmp:
+        result = fetch_bundle(store, base, Path(tmp), strict=False)
+        if result.ok:
+            manifest = parse_manifest((Path(tmp) / MANIFEST_FILE).read_bytes(), display)
+            _merge_evaluation(Path(tmp), manifest, result)
+    result.path = display
+    return result
+
+
+def _merge_evaluation(folder: Path, manifest: dict[str, Any], result: Verification) -> None:
+    evaluation_result = verify_evaluation(folder)
+    result.checks.extend(evaluation_result.checks)
+    result.add(
+        "manifest.verdict",
+        manifest.get("verdict") == evaluation_result.verdict,
+        f"manifest {manifest.get('verdict')}, evaluation {evaluation_result.verdict}",
+    )
+
+
+def list_bundles(store: ObjectStore, prefix: str) -> list[BundleSummary]:
+    """Group objects under ``prefix`` into bundles (complete ones have a manifest), oldest first."""
+    bundles: dict[str, BundleSummary] = {}
+    for info in store.list(prefix):
+        parts = info.key.split("/")
+        position = next((i for i, part in enumerate(parts) if EVIDENCE_ID.match(part)), None)
+        if position is None or position == 0:
+            continue
+        base = "/".join(parts[: position + 1])
+        summary = bundles.get(base)
+        if summary is None:
+            summary = bundles[base] = BundleSummary(
+                uri="", key=base, report_name=parts[position - 1], evidence_id=parts[position], complete=False
+            )
+        summary.keys.append(info.key)
+        if summary.newest_object is None or info.last_modified > summary.newest_object:
+            summary.newest_object = info.last_modified
+        if info.key == join_key(base, MANIFEST_FILE):
+            summary.complete = True
+    for summary in bundles.values():
+        summary.uri = (
+            f"s3://{store.uri.bucket}/{summary.key}"
+            if store.uri.scheme == "s3"
+            else (store.uri.root / summary.key).as_uri()
+        )
+        if summary.complete:
+            summary.manifest = parse_manifest(store.read_bytes(f"{summary.key}/{MANIFEST_FILE}"), summary.uri)
+    return sorted(bundles.values(), key=lambda b: (b.created_at or datetime.min.replace(tzinfo=UTC), b.key))

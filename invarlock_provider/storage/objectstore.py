@@ -1,0 +1,63 @@
+"""The object-store interface the archive, fetch, ls, verify and prune commands are written against.
+
+Two backends implement it: S3 (any S3-compatible endpoint) and a local folder. Keys are always
+'/'-separated and relative to the store's bucket (S3) or root folder (local).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from invarlock_provider.storage.uri import StoreURI
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+    sha256: str | None = None
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    mode: str
+    retain_until: datetime
+
+
+@dataclass
+class DeleteOutcome:
+    deleted: list[str] = field(default_factory=list)
+    kept_locked: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class ObjectStore(Protocol):
+    uri: StoreURI
+
+    def put_file(self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None) -> None:
+        """Upload a file and confirm its bytes arrived intact (server-side checksums or a re-read);
+        ``sha256`` is the expected digest when the caller already knows it."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's metadata, or None when it does not exist."""
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def download(self, key: str, target: Path) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` (paginated transparently)."""
+
+    def delete(self, keys: list[str]) -> DeleteOutcome:
+        """Delete permanently; objects still under retention are reported as kept."""
+
+    def supports_object_lock(self) -> bool: ...
+
+    def link(self, key: str, expires_s: int = 3600) -> str:
+        """A URL a person can open to read the object (presigned for S3)."""

@@ -1,0 +1,287 @@
+"""S3 backend (AWS or any S3-compatible endpoint) via boto3, imported lazily.
+
+Integrity: single-part uploads send the SHA-256 we computed (``ChecksumSHA256``), so the server
+rejects any byte that changed in flight; multipart uploads send each part's SHA-256 and the
+composite checksum the server reports is compared with the one computed locally. Deletes go
+by version on versioned (object-lock) buckets, 1,000 keys per request, and objects the server
+refuses to delete because of retention are reported as kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider.errors import BadInputError, InvarlockError, require
+from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectInfo, ObjectLock
+from invarlock_provider.storage.uri import StoreURI
+
+MULTIPART_CHUNK = 8 * 1024 * 1024
+DELETE_BATCH = 1000
+
+
+class StoreUnavailableError(BadInputError):
+    """The store refused or could not be reached: credentials, bucket, endpoint."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    path_style: bool = False
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    max_concurrency: int = 8
+
+
+@contextmanager
+def translated_errors(uri: StoreURI, action: str) -> Iterator[None]:
+    """Turn botocore's exceptions into one line that says what to fix."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"NoSuchBucket"} or (code in {"404", "NotFound"} and action == "check bucket"):
+            raise StoreUnavailableError(f"{uri}: bucket {uri.bucket!r} does not exist") from None
+        if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}:
+            raise StoreUnavailableError(
+                f"{uri}: credentials rejected ({code}); check the access key / secret (or the connection)"
+            ) from None
+        if code in {"AccessDenied", "403", "Forbidden"} or status == 403:
+            raise StoreUnavailableError(f"{uri}: access denied while trying to {action} ({code})") from None
+        raise InvarlockError(f"{uri}: {action} failed: {code} {error.get('Message', '')}".strip()) from None
+    except NoCredentialsError:
+        raise StoreUnavailableError(
+            f"{uri}: no credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
+        ) from None
+    except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
+        raise StoreUnavailableError(f"{uri}: cannot reach the endpoint while trying to {action}: {exc}") from None
+    except BotoCoreError as exc:
+        raise StoreUnavailableError(f"{uri}: {action} failed: {exc}") from None
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+class S3Store:
+    def __init__(self, uri: StoreURI, settings: S3Settings | None = None) -> None:
+        self.uri = uri
+        self.bucket = uri.bucket
+        self.settings = settings or S3Settings()
+
+    @cached_property
+    def client(self) -> Any:
+        require("boto3", "s3")
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            s3={"addressing_style": "path" if self.settings.path_style else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=max(10, self.settings.max_concurrency * 2),
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=self.settings.aws_access_key_id,
+            aws_secret_access_key=self.settings.aws_secret_access_key,
+            aws_session_token=self.settings.aws_session_token,
+            region_name=self.settings.region_name,
+        )
+        return session.client("s3", endpoint_url=self.settings.endpoint_url, config=config)
+
+    @cached_property
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_chunksize=MULTIPART_CHUNK, max_concurrency=self.settings.max_concurrency)
+
+    def check_access(self) -> None:
+        """Fail fast on credentials, bucket and endpoint. HEAD answers carry no error code, so a
+        refused HEAD is repeated as a one-key listing, whose error body says why."""
+        from botocore.exceptions import ClientError
+
+        with translated_errors(self.uri, "check bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 403:
+                    raise
+                self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+                raise
+
+    def put_file(self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None) -> None:
+        extra: dict[str, Any] = {}
+        if lock is not None:
+            extra = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
+        with translated_errors(self.uri, f"upload {key}"):
+            if path.stat().st_size < MULTIPART_CHUNK:
+                digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(path.read_bytes()).digest()
+                with path.open("rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=_b64(digest), **extra)
+            else:
+                self._put_multipart(key, path, extra)
+
+    def _put_multipart(self, key: str, path: Path, extra: dict[str, Any]) -> None:
+        """Parts are read, hashed and sent in parallel (hashing overlaps other parts' transfers);
+        each part carries its SHA-256 and the server's composite checksum must equal ours."""
+        parts = -(-path.stat().st_size // MULTIPART_CHUNK)
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)
+        upload_id = upload["UploadId"]
+
+        def send(number: int) -> tuple[dict[str, Any], bytes]:
+            with path.open("rb") as handle:
+                handle.seek((number - 1) * MULTIPART_CHUNK)
+                data = handle.read(MULTIPART_CHUNK)
+            digest = hashlib.sha256(data).digest()
+            response = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=_b64(digest),
+            )
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": _b64(digest)}, digest
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+                sent = list(pool.map(send, range(1, parts + 1)))
+            done = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": [part for part, _ in sent]}
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        expected = f"{_b64(hashlib.sha256(b''.join(digest for _, digest in sent)).digest())}-{parts}"
+        reported = done.get("ChecksumSHA256")
+        if reported is not None and reported != expected:
+            raise InvarlockError(f"{self.uri}/{key}: server checksum {reported} != local {expected}")
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        with translated_errors(self.uri, f"read {key}"):
+            try:
+                response = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                    return None
+                raise
+        return _object_info(key, response)
+
+    def read_bytes(self, key: str) -> bytes:
+        with translated_errors(self.uri, f"read {key}"):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def download(self, key: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        with translated_errors(self.uri, f"download {key}"):
+            self.client.download_file(self.bucket, key, str(tmp), Config=self._transfer_config)
+        tmp.replace(target)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with translated_errors(self.uri, f"list {prefix or '/'}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{prefix}/" if prefix else ""):
+                for entry in page.get("Contents", []):
+                    yield ObjectInfo(key=entry["Key"], size=entry["Size"], last_modified=entry["LastModified"])
+
+    def supports_object_lock(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        with translated_errors(self.uri, "read the object lock configuration"):
+            try:
+                response = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
+                    return False
+                raise
+        return response.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
+    def _versioned(self) -> bool:
+        with translated_errors(self.uri, "read bucket versioning"):
+            return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status") in {"Enabled", "Suspended"}
+
+    def delete(self, keys: list[str]) -> DeleteOutcome:
+        """Delete keys in the given order, batch by batch; all versions on versioned buckets."""
+        outcome = DeleteOutcome()
+        if not keys:
+            return outcome
+        targets = self._version_targets(keys) if self._versioned() else [{"Key": key} for key in keys]
+        for start in range(0, len(targets), DELETE_BATCH):
+            batch = targets[start : start + DELETE_BATCH]
+            with translated_errors(self.uri, "delete objects"):
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            failed = {entry["Key"]: entry for entry in response.get("Errors", [])}
+            for target in batch:
+                key = target["Key"]
+                if key not in failed:
+                    continue
+                code = failed[key].get("Code", "")
+                if code in {"AccessDenied", "ObjectLocked", "InvalidRequest"}:
+                    outcome.kept_locked[key] = failed[key].get("Message", code)
+                else:
+                    outcome.errors[key] = f"{code}: {failed[key].get('Message', '')}"
+            outcome.deleted.extend(t["Key"] for t in batch if t["Key"] not in failed)
+        outcome.deleted = list(dict.fromkeys(outcome.deleted))
+        return outcome
+
+    def _version_targets(self, keys: list[str]) -> list[dict[str, str]]:
+        """Every version and delete marker of each key, keys in the order given."""
+        wanted = set(keys)
+        versions: dict[str, list[dict[str, str]]] = {key: [] for key in keys}
+        prefixes = sorted({key.rsplit("/", 1)[0] + "/" if "/" in key else "" for key in keys})
+        paginator = self.client.get_paginator("list_object_versions")
+        with translated_errors(self.uri, "list object versions"):
+            for prefix in prefixes:
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                    for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                        if entry["Key"] in wanted:
+                            versions[entry["Key"]].append({"Key": entry["Key"], "VersionId": entry["VersionId"]})
+        return [target for key in keys for target in versions[key]]
+
+    def link(self, key: str, expires_s: int = 3600) -> str:
+        with translated_errors(self.uri, f"presign {key}"):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+            )
+
+
+def _object_info(key: str, response: dict[str, Any]) -> ObjectInfo:
+    checksum = response.get("ChecksumSHA256")
+    sha256 = base64.b64decode(checksum).hex() if checksum and "-" not in checksum else None
+    locked_until: datetime | None = response.get("ObjectLockRetainUntilDate")
+    return ObjectInfo(
+        key=key,
+        size=int(response["ContentLength"]),
+        last_modified=response["LastModified"],
+        sha256=sha256,
+        locked_until=locked_until,
+    )

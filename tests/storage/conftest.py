@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from invarlock_provider.cli import main
+from invarlock_provider.storage.s3 import S3Settings
+from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+
+_bucket_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(seaweed: SeaweedServer) -> S3Settings:
+    return S3Settings(
+        endpoint_url=seaweed.endpoint,
+        region_name="us-east-1",
+        path_style=True,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@pytest.fixture
+def bucket(seaweed: SeaweedServer) -> str:
+    name = f"evidence-{next(_bucket_numbers)}"
+    seaweed.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def locked_bucket(seaweed: SeaweedServer) -> str:
+    name = f"locked-{next(_bucket_numbers)}"
+    seaweed.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedServer) -> str:
+    """Credentials the way operators pass them: the standard AWS variables."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweed.endpoint)
+    monkeypatch.setenv("INVARLOCK_S3_PATH_STYLE", "1")
+    return seaweed.endpoint
+
+
+@pytest.fixture
+def index_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("INVARLOCK_HOME", str(tmp_path / "invarlock-home"))
+    return tmp_path / "invarlock-home" / "archive-index.json"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="session")
+def evidence_root(real_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """reports/quant8_balanced (with html) and reports/damaged_balanced built from real runs."""
+    root = tmp_path_factory.mktemp("evidence")
+    for name, subject in (("quant8_balanced", "quant8"), ("damaged_balanced", "damaged")):
+        code, _, stderr = cli(
+            "report",
+            "--run",
+            str(real_runs[subject]),
+            "--baseline",
+            str(real_runs["baseline"]),
+            "--format",
+            "html",
+            "--output",
+            str(root / "reports" / name),
+            "--copy-baseline",
+        )
+        assert code == 0, stderr
+    return root / "reports"
+
+
+@pytest.fixture
+def reports(evidence_root: Path, tmp_path: Path) -> Path:
+    """A private copy per test, so tests may tamper with it."""
+    target = tmp_path / "reports"
+    shutil.copytree(evidence_root, target, symlinks=True)
+    return target
