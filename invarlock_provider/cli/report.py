@@ -41,6 +41,7 @@ Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fai
 @click.option("--tier", type=click.Choice(TIER_NAMES), default="balanced", show_default=True)
 @click.option("--tiers", "tiers_path", type=click.Path(path_type=Path), help="tiers.yaml [default: the bundled one].")
 @click.option("--copy-baseline", is_flag=True, help="Also copy the baseline report to reports/<baseline name>/.")
+@click.option("--with-events", is_flag=True, help="Copy the subject run's events.jsonl beside its report.")
 @click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the verdict is FAIL (the report is still written).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.pass_context
@@ -54,6 +55,7 @@ def report_command(
     tier: str,
     tiers_path: Path | None,
     copy_baseline: bool,
+    with_events: bool,
     fail_on_fail: bool,
     as_json: bool,
 ) -> None:
@@ -93,6 +95,8 @@ def report_command(
             click.echo(evaluation_markdown(evaluation), nl=False)
     else:
         target, evaluation = write_evaluation(output, subject, baseline, policy, copy_baseline=copy_baseline)
+        if with_events:
+            _copy_events(subject.path.parent, output)
         if output_format == "html":
             _write_html(target, evaluation)
         summary = evaluation_summary(evaluation, str(target))
@@ -138,6 +142,17 @@ def _write_html(evaluation_path: Path, evaluation: dict) -> Path:
     target = folder / HTML_FILE
     write_text_atomic(target, render_html(evaluation, subject, baseline))
     return target
+
+
+def _copy_events(run_dir: Path, output: Path) -> None:
+    from invarlock_provider.fileio import write_bytes_atomic
+    from invarlock_provider.layout import EVENTS_FILE
+
+    source = run_dir / EVENTS_FILE
+    if not source.is_file():
+        raise BadInputError(f"--with-events: no {EVENTS_FILE} beside {run_dir / 'report.json'}")
+    if source.resolve() != (output / EVENTS_FILE).resolve():
+        write_bytes_atomic(output / EVENTS_FILE, source.read_bytes())
 
 
 def _echo(as_json: bool, payload: dict, text: str) -> None:

@@ -134,6 +134,12 @@ def test_promote_baseline_and_copy_baseline(real_runs: dict[str, Path], tmp_path
     assert cli("verify", str(tmp_path / "reports" / "quant8_balanced"))[0] == 0
 
 
+def test_with_events_copies_the_subject_timeline(real_runs: dict[str, Path], tmp_path: Path) -> None:
+    build(real_runs["quant8"], real_runs["baseline"], tmp_path / "q", "--with-events")
+    copied = (tmp_path / "q" / "events.jsonl").read_bytes()
+    assert copied == (real_runs["quant8"].parent / "events.jsonl").read_bytes()
+
+
 def test_run_accepts_folders_and_newest_run(real_runs: dict[str, Path], tmp_path: Path) -> None:
     by_name = build(real_runs["quant8"].parent.parent, real_runs["baseline"].parent.parent, tmp_path / "a")
     by_dir = build(real_runs["quant8"].parent, real_runs["baseline"].parent, tmp_path / "b")
