@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,8 +57,6 @@ def prune_command(
     path_style: bool,
 ) -> None:
     """Prune TARGET: a runs/ folder, or a bucket prefix (s3://… or file://…)."""
-    from datetime import UTC, datetime
-
     from invarlock_provider.storage.retention import parse_duration
 
     age = parse_duration(max_age) if max_age else None
@@ -100,8 +99,8 @@ def _prune_bucket(
     grace: timedelta,
     dry_run: bool,
     as_json: bool,
-    now,
-    settings,
+    now: datetime,
+    settings: Any,
 ) -> None:
     from invarlock_provider.storage.retention import prune_bundles
     from invarlock_provider.storage.stores import check_store, open_store
@@ -118,7 +117,7 @@ def _prune_bucket(
         raise SystemExit(1)
 
 
-def _print(decisions, dry_run: bool, as_json: bool, extra: dict | None = None) -> None:
+def _print(decisions: list[Any], dry_run: bool, as_json: bool, extra: dict | None = None) -> None:
     if as_json:
         rows = [{"target": d.target, "delete": d.delete, "reason": d.reason} for d in decisions]
         click.echo(json.dumps({"dry_run": dry_run, "decisions": rows, **(extra or {})}, indent=2))

@@ -23,17 +23,12 @@ def cli(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def html_report(real_runs: dict[str, Path], tmp_path: Path) -> Path:
-    output = tmp_path / "reports" / "quant8_balanced"
+    return render(real_runs["quant8"], real_runs["baseline"], tmp_path / "reports" / "quant8_balanced")
+
+
+def render(subject: Path, baseline: Path, output: Path) -> Path:
     code, _, stderr = cli(
-        "report",
-        "--run",
-        str(real_runs["quant8"]),
-        "--baseline",
-        str(real_runs["baseline"]),
-        "--format",
-        "html",
-        "--output",
-        str(output),
+        "report", "--run", str(subject), "--baseline", str(baseline), "--format", "html", "--output", str(output)
     )
     assert code == 0, stderr
     return output / "evaluation.html"
@@ -62,20 +57,7 @@ def test_strings_from_reports_are_escaped(real_runs: dict[str, Path], tmp_path: 
     subject = tmp_path / "evil" / "report.json"
     subject.parent.mkdir()
     subject.write_text(json.dumps(data))
-    output = tmp_path / "out"
-    code, _, stderr = cli(
-        "report",
-        "--run",
-        str(subject),
-        "--baseline",
-        str(real_runs["baseline"]),
-        "--format",
-        "html",
-        "--output",
-        str(output),
-    )
-    assert code == 0, stderr
-    page = (output / "evaluation.html").read_text()
+    page = render(subject, real_runs["baseline"], tmp_path / "out").read_text()
     assert "<script" not in page and "<b>bold" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
 
