@@ -21,14 +21,26 @@ TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 RUN_DIR_PATTERN = re.compile(r"^(\d{8}_\d{6})(?:_(\d{2,}))?$")
 
 
-def create_run_dir(out: Path, now: datetime) -> Path:
-    """Create a new, empty timestamped folder; a second run in the same second gets _01, _02..."""
+def create_run_dir(out: Path, now: datetime, name: str | None = None) -> Path:
+    """Create a new, empty timestamped folder; a second run in the same second gets _01, _02...
+
+    ``name`` (a timestamp folder name chosen by an orchestrator, so that a retry finds its own
+    folder again) must match the layout and not exist yet.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInputError(f"output dir not writable: {out} ({exc.strerror})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise BadInputError(f"output dir not writable: {out}")
+    if name is not None:
+        if not RUN_DIR_PATTERN.match(name):
+            raise BadInputError(f"--run-dir-name {name!r}: expected YYYYmmdd_HHMMSS or YYYYmmdd_HHMMSS_NN")
+        try:
+            (out / name).mkdir()
+        except FileExistsError:
+            raise BadInputError(f"run folder already exists: {out / name}") from None
+        return out / name
     stamp = now.strftime(TIMESTAMP_FORMAT)
     for attempt in range(100):
         candidate = out / (stamp if attempt == 0 else f"{stamp}_{attempt:02d}")

@@ -11,6 +11,7 @@ import click
 
 from invarlock_provider.cli.errors import reports_errors
 from invarlock_provider.config import DEVICES, DTYPES, EDITS, PROFILES, RunOverrides, load_preset
+from invarlock_provider.errors import BadInputError
 
 EXAMPLE = """
 \b
@@ -45,6 +46,13 @@ Examples:
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal outside CI].")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option(
+    "--run-dir-name",
+    default=None,
+    metavar="YYYYmmdd_HHMMSS[_NN]",
+    help="Exact run folder name (orchestrators use it so a retry finds its own run).",
+)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Recorded in meta.labels (repeatable).")
 @reports_errors
 def run_command(
     preset: str | None,
@@ -58,6 +66,8 @@ def run_command(
     seed: int | None,
     progress: bool | None,
     as_json: bool,
+    run_dir_name: str | None,
+    labels: tuple[str, ...],
 ) -> None:
     """Evaluate a model on fixed token windows; write report.json and events.jsonl.
 
@@ -70,7 +80,13 @@ def run_command(
     out = out or Path("runs") / resolved.preset.name
     if progress is None:
         progress = sys.stderr.isatty() and not os.environ.get("CI")
-    result = execute_run(resolved, out, show_progress=progress)
+    parsed_labels = {}
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"--label {label!r}: expected KEY=VALUE")
+        parsed_labels[key] = value
+    result = execute_run(resolved, out, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels)
     metrics = result.report["metrics"]
     summary = {
         "run_id": result.report["run_id"],

@@ -46,11 +46,13 @@ def execute_run(
     *,
     show_progress: bool = False,
     now: datetime | None = None,
+    run_dir_name: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> RunResult:
     for module in ("torch", "transformers"):
         require(module, "hf")
     started_at = now or datetime.now(UTC)
-    run_dir = create_run_dir(out, started_at)
+    run_dir = create_run_dir(out, started_at, run_dir_name)
     run_id = f"{out.name}-{run_dir.name}-{secrets.token_hex(3)}"
     events = EventLog(run_dir / EVENTS_FILE, run_id)
     preset = resolved.preset
@@ -64,6 +66,7 @@ def execute_run(
     )
     try:
         report = _evaluate(resolved, run_id, started_at, events, show_progress)
+        report["meta"]["labels"] = dict(labels or {})
         report_path = run_dir / REPORT_FILE
         write_json_atomic(report_path, report)
         publish_latest(out, run_dir)

@@ -99,6 +99,7 @@ class S3Store:
 
         config = Config(
             s3={"addressing_style": "path" if self.settings.path_style else "auto"},
+            signature_version="s3v4",
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,

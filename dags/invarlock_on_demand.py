@@ -1,0 +1,80 @@
+"""On-demand evaluation from the Airflow UI or API: a typed form (Params) for one subject.
+
+A baseline model and a subject (another checkpoint, or an in-memory edit of the baseline) are
+evaluated on a preset's windows, paired into a report against a tier, and archived. Params are
+validated before the run starts; templates use run_id, never logical_date (null for UI triggers).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, Param
+
+from invarlock_provider.airflow.defaults import default_archive_target, workdir
+from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
+
+WORKDIR = workdir()
+
+with DAG(
+    dag_id="invarlock_on_demand",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["invarlock", "evaluation"],
+    doc_md=__doc__,
+    params={
+        "model": Param(
+            "embedded:tiny-pydocs-gpt2",
+            type="string",
+            minLength=1,
+            description="Baseline model: a local directory, a hub id or embedded:NAME.",
+        ),
+        "subject_model": Param(
+            "", type="string", description="Subject checkpoint; empty to evaluate the baseline with the edit."
+        ),
+        "edit": Param("quant8", type="string", enum=["noop", "quant8"]),
+        "preset": Param("causal_lm/tiny_pydocs_128", type="string", minLength=1),
+        "profile": Param("ci", type="string", enum=["dev", "ci", "release"]),
+        "tier": Param("balanced", type="string", enum=["balanced", "conservative", "aggressive"]),
+        "report_name": Param("on_demand", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        "archive_target": Param(
+            default_archive_target(),
+            type="string",
+            pattern=r"^(s3|file)://.+",
+            description="s3://BUCKET/PREFIX or file:///PATH",
+        ),
+        "archive_conn_id": Param(
+            "", type="string", description="Airflow connection for S3; empty: the worker's AWS credential chain."
+        ),
+    },
+) as dag:
+    common = {"preset": "{{ params.preset }}", "profile": "{{ params.profile }}", "output_root": str(WORKDIR / "runs")}
+    baseline = RunEvaluationOperator(
+        task_id="evaluate_baseline",
+        run_name="{{ params.report_name }}_baseline",
+        model="{{ params.model }}",
+        **common,
+    )
+    subject = RunEvaluationOperator(
+        task_id="evaluate_subject",
+        run_name="{{ params.report_name }}_subject",
+        model="{{ params.subject_model or params.model }}",
+        edit="{{ 'noop' if params.subject_model else params.edit }}",
+        **common,
+    )
+    report = BuildReportOperator(
+        task_id="build_report",
+        subject=subject.output,
+        baseline=baseline.output,
+        report_name="{{ params.report_name }}",
+        tier="{{ params.tier }}",
+        reports_root=str(WORKDIR / "reports"),
+    )
+    ArchiveOperator(
+        task_id="archive",
+        report_dir=report.output,
+        target="{{ params.archive_target }}",
+        conn_id="{{ params.archive_conn_id }}",
+        outlets=[],
+    )

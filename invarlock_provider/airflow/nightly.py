@@ -1,0 +1,74 @@
+"""The nightly DAG's plan (configs/nightly.yaml, validated) and its retention step."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider.config import EDITS, PROFILES, load_yaml_mapping
+from invarlock_provider.errors import BadInputError
+from invarlock_provider.resources import configs_dir
+from invarlock_provider.storage.uri import check_segment
+
+PLAN_ENV = "INVARLOCK_NIGHTLY_CONFIG"
+TIERS = ("balanced", "conservative", "aggressive")
+
+
+def load_plan(path: Path | None = None) -> dict[str, Any]:
+    """Validated plan: preset, profile, tier, baseline model, subjects (run kwargs), archive, retention."""
+    path = path or plan_path()
+    raw = load_yaml_mapping(path)
+    profile = raw.get("profile")
+    if profile is not None and profile not in PROFILES:
+        raise BadInputError(f"{path}: profile must be one of {', '.join(PROFILES)}")
+    tier = raw.get("tier", "balanced")
+    if tier not in TIERS:
+        raise BadInputError(f"{path}: tier must be one of {', '.join(TIERS)}")
+    entries = raw.get("subjects")
+    if not isinstance(entries, list) or not entries:
+        raise BadInputError(f"{path}: subjects must be a non-empty list")
+    subjects = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise BadInputError(f"{path}: subjects[{position}] needs a name")
+        name = check_segment(entry["name"], f"{path}: subjects[{position}].name")
+        edit = entry.get("edit") or "noop"
+        if edit not in EDITS:
+            raise BadInputError(f"{path}: subjects[{position}].edit must be one of {', '.join(EDITS)}")
+        unknown = set(entry) - {"name", "edit", "model"}
+        if unknown:
+            raise BadInputError(f"{path}: subjects[{position}]: unknown keys {', '.join(sorted(unknown))}")
+        subjects.append({"run_name": name, "edit": edit, "model": entry.get("model") or ""})
+    retention = raw.get("retention") or {}
+    return {
+        "preset": raw.get("preset"),
+        "profile": profile,
+        "tier": tier,
+        "baseline_model": (raw.get("baseline") or {}).get("model"),
+        "subjects": subjects,
+        "retention": {"keep_last": retention.get("keep_last"), "max_age": retention.get("max_age")},
+    }
+
+
+def plan_path() -> Path:
+    return Path(os.environ.get(PLAN_ENV) or configs_dir() / "nightly.yaml")
+
+
+def prune_runs(runs_root: Path, retention: dict[str, Any]) -> list[str]:
+    from invarlock_provider.storage.index import default_index_path, read_index
+    from invarlock_provider.storage.retention import apply_run_pruning, parse_duration, plan_run_pruning
+
+    if retention.get("keep_last") is None and not retention.get("max_age"):
+        return []
+    decisions = plan_run_pruning(
+        runs_root,
+        keep_last=retention.get("keep_last"),
+        max_age=parse_duration(retention["max_age"]) if retention.get("max_age") else None,
+        archived=set(read_index(default_index_path())),
+        include_unarchived=False,
+        now=datetime.now(UTC),
+    )
+    apply_run_pruning(decisions)
+    return [d.target for d in decisions if d.delete]

@@ -1,0 +1,129 @@
+"""Operators under retries, the S3 path through an Airflow connection, and bad configuration."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
+from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+
+def context(run_id: str, task_id: str) -> dict:
+    """What the operators read from Airflow's context: the DAG run and the task instance."""
+    dag_run = SimpleNamespace(run_id=run_id, run_after=datetime(2026, 11, 29, 2, 0, tzinfo=UTC), logical_date=None)
+    ti = SimpleNamespace(dag_id="dag", run_id=run_id, task_id=task_id, map_index=-1)
+    return {"dag_run": dag_run, "ti": ti}
+
+
+@pytest.fixture
+def evaluated(workdir: Path) -> dict[str, dict]:
+    results = {}
+    for name, edit in (("baseline", "noop"), ("quant8", "quant8")):
+        operator = RunEvaluationOperator(
+            task_id=f"evaluate_{name}", run_name=name, edit=edit, profile="dev", output_root=str(workdir / "runs")
+        )
+        results[name] = operator.execute(context("manual__1", operator.task_id))
+    return results
+
+
+@pytest.mark.slow
+def test_retries_reuse_their_own_run_and_never_duplicate_evidence(workdir: Path, evaluated: dict) -> None:
+    again = RunEvaluationOperator(
+        task_id="evaluate_quant8", run_name="quant8", edit="quant8", profile="dev", output_root=str(workdir / "runs")
+    )
+    retried = again.execute(context("manual__1", "evaluate_quant8"))
+    assert retried["reused"] is True and retried["report"] == evaluated["quant8"]["report"]
+    other_run = again.execute(context("manual__2", "evaluate_quant8"))
+    assert other_run["reused"] is False and other_run["run_dir"] != evaluated["quant8"]["run_dir"]
+
+    report = BuildReportOperator(
+        task_id="report",
+        subject=evaluated["quant8"],
+        baseline=evaluated["baseline"],
+        report_name="q8",
+        tier="aggressive",
+        reports_root=str(workdir / "reports"),
+    )
+    summary = report.execute(context("manual__1", "report"))
+    assert report.execute(context("manual__1", "report"))["report"] == summary["report"]
+    archive = ArchiveOperator(task_id="archive", report_dir=summary, target=(workdir / "evidence").as_uri())
+    first = archive.execute(context("manual__1", "archive"))
+    second = archive.execute(context("manual__1", "archive"))
+    assert second["already_archived"] and second["bundle_uri"] == first["bundle_uri"]
+    assert len(list((workdir / "evidence").rglob("manifest.json"))) == 1
+    assert archive.outlets[0].uri == (workdir / "evidence").as_uri()
+
+
+@pytest.mark.slow
+def test_archive_to_s3_through_an_airflow_connection(
+    workdir: Path, evaluated: dict, seaweed, bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EVIDENCE_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": ACCESS_KEY,
+                "password": SECRET_KEY,
+                "extra": {
+                    "endpoint_url": seaweed.endpoint,
+                    "region_name": "us-east-1",
+                    "config_kwargs": {"s3": {"addressing_style": "path"}},
+                },
+            }
+        ),
+    )
+    report = BuildReportOperator(
+        task_id="report",
+        subject=evaluated["quant8"],
+        baseline=evaluated["baseline"],
+        report_name="q8",
+        reports_root=str(workdir / "reports"),
+    )
+    summary = report.execute(context("manual__1", "report"))
+    archive = ArchiveOperator(
+        task_id="archive", report_dir=summary, target=f"s3://{bucket}/nightly", conn_id="evidence_s3"
+    )
+    result = archive.execute(context("manual__1", "archive"))
+    assert result["bundle_uri"].startswith(f"s3://{bucket}/nightly/q8/ev-")
+    assert result["link"].startswith(seaweed.endpoint) and "X-Amz-Signature" in result["link"]
+    import urllib.request
+
+    with urllib.request.urlopen(result["link"]) as response:  # the presigned link opens without credentials
+        assert json.loads(response.read())["verdict"] == result["verdict"]
+    from invarlock_provider.airflow.hooks import EvidenceStoreHook
+    from invarlock_provider.storage.archive import verify_remote_bundle
+
+    hook = EvidenceStoreHook("evidence_s3")
+    store = hook.get_store(f"s3://{bucket}")
+    assert verify_remote_bundle(store, result["bundle_uri"].removeprefix(f"s3://{bucket}/"), "x").ok
+
+
+def test_a_missing_connection_is_named(workdir: Path, tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    archive = ArchiveOperator(
+        task_id="archive", report_dir=str(tmp_path), target="s3://evidence/x", conn_id="no_such_connection"
+    )
+    with pytest.raises(AirflowNotFoundException, match="no_such_connection"):
+        archive.execute(context("manual__1", "archive"))
+
+
+def test_a_failed_evaluation_fails_the_task_and_writes_no_report(workdir: Path) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    operator = RunEvaluationOperator(
+        task_id="evaluate",
+        run_name="broken",
+        model=str(workdir / "missing-model"),
+        profile="dev",
+        output_root=str(workdir / "runs"),
+    )
+    with pytest.raises(AirflowException, match="model path not found"):
+        operator.execute(context("manual__1", "evaluate"))
+    assert not list((workdir / "runs").rglob("report.json"))
