@@ -9,12 +9,23 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG
 
 from invarlock_provider.airflow.defaults import archive_conn_id, archive_target, workdir
-from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
+from invarlock_provider.airflow.nightly import NightlyPlanOperator
+from invarlock_provider.airflow.operators import (
+    ArchiveOperator,
+    BuildReportOperator,
+    PruneRunsOperator,
+    RunEvaluationOperator,
+)
 
 WORKDIR = workdir()
+
+
+def from_plan(key: str) -> str:
+    return f"{{{{ ti.xcom_pull(task_ids='plan', key='settings')['{key}'] or '' }}}}"
+
 
 with DAG(
     dag_id="invarlock_nightly",
@@ -26,60 +37,28 @@ with DAG(
     tags=["invarlock", "evaluation"],
     doc_md=__doc__,
 ) as dag:
-
-    @task
-    def plan() -> dict:
-        """Read configs/nightly.yaml into the mapped work of this run."""
-        from invarlock_provider.airflow.nightly import load_plan
-
-        return load_plan()
-
-    @task
-    def subjects(nightly: dict) -> list[dict]:
-        return nightly["subjects"]
-
-    nightly = plan()
+    plan = NightlyPlanOperator(task_id="plan")
+    evaluation = {"preset": from_plan("preset"), "profile": from_plan("profile"), "output_root": str(WORKDIR / "runs")}
     baseline = RunEvaluationOperator(
-        task_id="evaluate_baseline",
-        run_name="baseline",
-        preset="{{ ti.xcom_pull(task_ids='plan')['preset'] }}",
-        model="{{ ti.xcom_pull(task_ids='plan')['baseline_model'] or '' }}",
-        profile="{{ ti.xcom_pull(task_ids='plan')['profile'] }}",
-        output_root=str(WORKDIR / "runs"),
+        task_id="evaluate_baseline", run_name="baseline", model=from_plan("baseline_model"), **evaluation
     )
-    evaluated = RunEvaluationOperator.partial(
-        task_id="evaluate_subject",
-        preset="{{ ti.xcom_pull(task_ids='plan')['preset'] }}",
-        profile="{{ ti.xcom_pull(task_ids='plan')['profile'] }}",
-        output_root=str(WORKDIR / "runs"),
-    ).expand_kwargs(subjects(nightly))
-
-    @task
-    def pairings(results: list[dict], nightly: dict) -> list[dict]:
-        return [
-            {"subject": result["report"], "report_name": f"{subject['run_name']}_{nightly['tier']}"}
-            for result, subject in zip(results, nightly["subjects"], strict=True)
-        ]
-
+    subjects = RunEvaluationOperator.partial(task_id="evaluate_subject", **evaluation).expand_kwargs(plan.output)
     reports = BuildReportOperator.partial(
         task_id="build_report",
         baseline=baseline.output,
-        tier="{{ ti.xcom_pull(task_ids='plan')['tier'] }}",
+        tier=from_plan("tier"),
         reports_root=str(WORKDIR / "reports"),
-    ).expand_kwargs(pairings(evaluated.output, nightly))
-
+    ).expand(subject=subjects.output)
     archives = ArchiveOperator.partial(
         task_id="archive",
         target=archive_target(),  # also this DAG's Asset outlet, so it is known when the DAG is parsed
         conn_id=archive_conn_id(),
     ).expand(report_dir=reports.output)
-
-    @task
-    def prune(nightly: dict) -> list[str]:
-        """Delete archived timestamped runs past the retention settings (never the newest)."""
-        from invarlock_provider.airflow.nightly import prune_runs
-
-        return prune_runs(WORKDIR / "runs", nightly["retention"])
-
-    nightly >> baseline
-    archives >> prune(nightly)
+    prune = PruneRunsOperator(
+        task_id="prune_runs",
+        runs_root=str(WORKDIR / "runs"),
+        keep_last=from_plan("retention_keep_last"),
+        max_age=from_plan("retention_max_age"),
+    )
+    plan >> [baseline, subjects]
+    archives >> prune

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk import BaseOperator
+
 from invarlock_provider.config import EDITS, PROFILES, load_yaml_mapping
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
@@ -48,8 +50,19 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
         "tier": tier,
         "baseline_model": (raw.get("baseline") or {}).get("model"),
         "subjects": subjects,
-        "retention": {"keep_last": retention.get("keep_last"), "max_age": retention.get("max_age")},
+        "retention_keep_last": retention.get("keep_last"),
+        "retention_max_age": retention.get("max_age"),
     }
+
+
+class NightlyPlanOperator(BaseOperator):
+    """Read configs/nightly.yaml when the DAG runs. Returns the subjects (what the evaluations map
+    over) and pushes the other settings under XCom key ``settings`` for the templates."""
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        plan = load_plan()
+        context["ti"].xcom_push(key="settings", value={k: v for k, v in plan.items() if k != "subjects"})
+        return plan["subjects"]
 
 
 def plan_path() -> Path:

@@ -173,7 +173,8 @@ def _own_finished_run(run_dir: Path, airflow_run_id: str) -> dict[str, Any] | No
 
 
 class BuildReportOperator(BaseOperator):
-    """Pair a subject with its baseline (``invarlock report``) into reports/<report_name>/."""
+    """Pair a subject with its baseline (``invarlock report``) into reports/<report_name>/
+    (default: the subject's run name and the tier, e.g. ``quant8_balanced``)."""
 
     template_fields: Sequence[str] = ("subject", "baseline", "report_name", "reports_root", "tier")
 
@@ -182,7 +183,7 @@ class BuildReportOperator(BaseOperator):
         *,
         subject: Any,
         baseline: Any,
-        report_name: str,
+        report_name: str | None = None,
         reports_root: str = "reports",
         tier: str = "balanced",
         html: bool = True,
@@ -206,7 +207,7 @@ class BuildReportOperator(BaseOperator):
         from invarlock_provider.errors import InvarlockError
         from invarlock_provider.fileio import write_bytes_atomic, write_text_atomic
         from invarlock_provider.layout import EVENTS_FILE, resolve_report
-        from invarlock_provider.reporting.evaluation import HTML_FILE, write_evaluation
+        from invarlock_provider.reporting.evaluation import HTML_FILE, run_name, write_evaluation
         from invarlock_provider.reporting.html import render_html
         from invarlock_provider.reporting.policy import load_tier
         from invarlock_provider.reporting.run_report import load_run_report
@@ -215,8 +216,9 @@ class BuildReportOperator(BaseOperator):
         from invarlock_provider.storage.uri import check_segment
 
         try:
-            output = Path(self.reports_root) / check_segment(self.report_name, "report_name")
             subject = load_run_report(resolve_report(_report_path(self.subject)), "subject")
+            name = self.report_name or f"{run_name(subject.path)}_{self.tier}"
+            output = Path(self.reports_root) / check_segment(name, "report_name")
             baseline = load_run_report(resolve_report(_report_path(self.baseline)), "baseline")
             target, evaluation = write_evaluation(
                 output, subject, baseline, load_tier(self.tier), copy_baseline=self.copy_baseline
@@ -242,7 +244,7 @@ class BuildReportOperator(BaseOperator):
         if self.fail_on_verdict and summary["verdict"] != "PASS":
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(f"verdict FAIL for {self.report_name}: {'; '.join(summary['reasons'])}")
+            raise AirflowFailException(f"verdict FAIL for {output.name}: {'; '.join(summary['reasons'])}")
         return summary
 
 
@@ -346,3 +348,25 @@ class ArchiveOperator(BaseOperator):
             "pruned_runs": pruned,
             "link": link,
         }
+
+
+class PruneRunsOperator(BaseOperator):
+    """Retention for local runs (``invarlock prune runs/``): archived runs only, never the newest."""
+
+    template_fields: Sequence[str] = ("runs_root", "keep_last", "max_age")
+
+    def __init__(
+        self, *, runs_root: str, keep_last: int | str | None = None, max_age: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.runs_root = runs_root
+        self.keep_last = keep_last
+        self.max_age = max_age
+
+    def execute(self, context: Any) -> list[str]:
+        from invarlock_provider.airflow.nightly import prune_runs
+
+        keep_last = int(self.keep_last) if self.keep_last not in (None, "", "None") else None
+        pruned = prune_runs(Path(self.runs_root), {"keep_last": keep_last, "max_age": self.max_age or None})
+        self.log.info("Pruned %d archived runs", len(pruned))
+        return pruned

@@ -75,10 +75,19 @@ def test_nightly_dag_maps_subjects_and_prunes(workdir: Path, tmp_path: Path, mon
     assert {b.parent.name for b in found} == {"quant8_aggressive", "noop_control_aggressive"}
     for bundle in found:
         assert cli("verify", str(bundle))[0] == 0
-    assert all(
-        len([p for p in (workdir / "runs" / n).iterdir() if p.is_dir()]) == 1
+    first_runs = {
+        n: sorted(p.name for p in (workdir / "runs" / n).iterdir() if p.is_dir())
         for n in ("baseline", "quant8", "noop_control")
-    )
+    }
+    assert all(len(runs) == 1 for runs in first_runs.values())
+
+    # The next night: new runs are archived, and the previous (archived) runs are pruned.
+    second = dag.test(logical_date=None)
+    assert str(second.state) == "success", task_states(second)
+    for name, runs in first_runs.items():
+        remaining = [p.name for p in (workdir / "runs" / name).iterdir() if p.is_dir()]
+        assert len(remaining) == 1 and remaining != runs, (name, remaining, runs)
+    assert len(bundles(workdir / "evidence")) == 4
 
 
 def test_a_param_outside_its_enum_is_refused_before_any_task(workdir: Path) -> None:
