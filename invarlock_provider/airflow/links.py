@@ -8,7 +8,8 @@ from airflow.sdk import BaseOperatorLink
 
 
 class EvidenceLink(BaseOperatorLink):
-    """Opens the evidence the task archived: a presigned URL for S3, a file URI for a folder."""
+    """Opens what the task produced: the run's report.json, the evaluation page, or the archived
+    bundle's report (a presigned URL for S3, a file URI for a local folder)."""
 
     name = "Evidence"
 

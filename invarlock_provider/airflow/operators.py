@@ -54,6 +54,7 @@ class RunEvaluationOperator(BaseOperator):
         "device",
         "dtype",
     )
+    operator_extra_links = (EvidenceLink(),)
 
     def __init__(
         self,
@@ -121,7 +122,7 @@ class RunEvaluationOperator(BaseOperator):
             shutil.rmtree(run_dir)
         args = self._arguments(out, run_dir_name, context)
         summary = self._run_subprocess(args) if self.in_subprocess else self._run_in_process(args)
-        return {**summary, "reused": False}
+        return {**summary, "reused": False, "link": Path(summary["report"]).resolve().as_uri()}
 
     def _run_subprocess(self, args: list[str]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
@@ -169,6 +170,7 @@ def _own_finished_run(run_dir: Path, airflow_run_id: str) -> dict[str, Any] | No
         "tokens": metrics["tokens_processed"],
         "tokens_per_s": metrics["throughput_tokens_per_s"],
         "reused": True,
+        "link": report_path.resolve().as_uri(),
     }
 
 
@@ -177,6 +179,7 @@ class BuildReportOperator(BaseOperator):
     (default: the subject's run name and the tier, e.g. ``quant8_balanced``)."""
 
     template_fields: Sequence[str] = ("subject", "baseline", "report_name", "reports_root", "tier")
+    operator_extra_links = (EvidenceLink(),)
 
     def __init__(
         self,
@@ -239,7 +242,12 @@ class BuildReportOperator(BaseOperator):
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(str(exc)) from None
-        summary = {**evaluation_summary(evaluation, str(target)), "report_dir": str(output)}
+        page = output / HTML_FILE if self.html else target
+        summary = {
+            **evaluation_summary(evaluation, str(target)),
+            "report_dir": str(output),
+            "link": page.resolve().as_uri(),
+        }
         self.log.info("%s [%s] ratio %s: %s", summary["verdict"], self.tier, summary["ratio"], target)
         if self.fail_on_verdict and summary["verdict"] != "PASS":
             from airflow.sdk.exceptions import AirflowFailException

@@ -97,3 +97,71 @@ def test_a_param_outside_its_enum_is_refused_before_any_task(workdir: Path) -> N
     with pytest.raises(ParamValidationError, match="edit"):
         dag.test(run_conf={"edit": "int4"})
     assert not (workdir / "runs").exists()
+
+
+@pytest.mark.slow
+def test_on_demand_dag_archives_to_s3_through_a_connection(
+    workdir: Path, seaweed, bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EVIDENCE_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": ACCESS_KEY,
+                "password": SECRET_KEY,
+                "extra": {
+                    "endpoint_url": seaweed.endpoint,
+                    "region_name": "us-east-1",
+                    "path_style": True,
+                    "bucket": bucket,
+                },
+            }
+        ),
+    )
+    from invarlock_provider.airflow.hooks import EvidenceStoreHook
+
+    assert EvidenceStoreHook("evidence_s3").test_connection() == (True, f"bucket {bucket} is reachable")
+    dag = load_dag("invarlock_on_demand")
+    dag_run = dag.test(
+        logical_date=None,
+        run_conf={
+            "profile": "dev",
+            "report_name": "to_s3",
+            "archive_target": f"s3://{bucket}/on-demand",
+            "archive_conn_id": "evidence_s3",
+        },
+    )
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    listed = seaweed.client().list_objects_v2(Bucket=bucket, Prefix="on-demand/to_s3/")["Contents"]
+    manifests = [entry["Key"] for entry in listed if entry["Key"].endswith("/manifest.json")]
+    assert len(manifests) == 1
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    code, stdout, _ = cli(
+        "verify",
+        f"s3://{bucket}/{manifests[0].removesuffix('/manifest.json')}",
+        "--endpoint-url",
+        seaweed.endpoint,
+        "--path-style",
+        "--region",
+        "us-east-1",
+    )
+    assert code == 0, stdout
+
+
+def test_gpu_routing_arguments_pass_through() -> None:
+    from invarlock_provider.airflow.operators import RunEvaluationOperator
+
+    operator = RunEvaluationOperator(
+        task_id="evaluate",
+        run_name="x",
+        queue="gpu",
+        pool="gpus",
+        executor_config={"KubernetesExecutor": {"limits": {"nvidia.com/gpu": 1}}},
+    )
+    assert (operator.queue, operator.pool) == ("gpu", "gpus")
+    assert operator.executor_config["KubernetesExecutor"]["limits"] == {"nvidia.com/gpu": 1}
+    assert {"preset", "model", "edit", "run_name", "output_root"} <= set(operator.template_fields)

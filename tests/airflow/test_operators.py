@@ -38,6 +38,7 @@ def test_retries_reuse_their_own_run_and_never_duplicate_evidence(workdir: Path,
     )
     retried = again.execute(context("manual__1", "evaluate_quant8"))
     assert retried["reused"] is True and retried["report"] == evaluated["quant8"]["report"]
+    assert retried["link"] == Path(evaluated["quant8"]["report"]).resolve().as_uri()
     other_run = again.execute(context("manual__2", "evaluate_quant8"))
     assert other_run["reused"] is False and other_run["run_dir"] != evaluated["quant8"]["run_dir"]
 
@@ -51,6 +52,7 @@ def test_retries_reuse_their_own_run_and_never_duplicate_evidence(workdir: Path,
     )
     summary = report.execute(context("manual__1", "report"))
     assert report.execute(context("manual__1", "report"))["report"] == summary["report"]
+    assert summary["link"].endswith("/q8/evaluation.html")
     archive = ArchiveOperator(task_id="archive", report_dir=summary, target=(workdir / "evidence").as_uri())
     first = archive.execute(context("manual__1", "archive"))
     second = archive.execute(context("manual__1", "archive"))
