@@ -88,6 +88,20 @@ def publish_latest(out: Path, run_dir: Path) -> Path:
     return link
 
 
+def run_summary(report: dict, report_path: Path) -> dict:
+    """The small summary of one run that the CLI prints and the operator returns as XCom."""
+    metrics = report["metrics"]
+    return {
+        "run_id": report["run_id"],
+        "run_dir": str(report_path.parent),
+        "report": str(report_path),
+        "ppl_preview": metrics["primary_metric"]["preview"],
+        "ppl_final": metrics["primary_metric"]["final"],
+        "tokens": metrics["tokens_processed"],
+        "tokens_per_s": metrics["throughput_tokens_per_s"],
+    }
+
+
 def resolve_report(reference: str | Path) -> Path:
     """Accept a report.json, a timestamped run folder, or runs/<name> (its newest run)."""
     path = Path(reference)

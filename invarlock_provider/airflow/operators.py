@@ -160,18 +160,9 @@ def _own_finished_run(run_dir: Path, airflow_run_id: str) -> dict[str, Any] | No
         from airflow.sdk.exceptions import AirflowException
 
         raise AirflowException(f"{run_dir} belongs to Airflow run {owner!r}, not {airflow_run_id!r}")
-    metrics = report["metrics"]
-    return {
-        "run_id": report["run_id"],
-        "run_dir": str(run_dir),
-        "report": str(report_path),
-        "ppl_preview": metrics["primary_metric"]["preview"],
-        "ppl_final": metrics["primary_metric"]["final"],
-        "tokens": metrics["tokens_processed"],
-        "tokens_per_s": metrics["throughput_tokens_per_s"],
-        "reused": True,
-        "link": report_path.resolve().as_uri(),
-    }
+    from invarlock_provider.layout import run_summary
+
+    return {**run_summary(report, report_path), "reused": True, "link": report_path.resolve().as_uri()}
 
 
 class BuildReportOperator(BaseOperator):

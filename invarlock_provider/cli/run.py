@@ -74,6 +74,7 @@ def run_command(
     runs/NAME/report.json always points at the newest completed run of NAME.
     """
     from invarlock_provider.evaluation.run import execute_run
+    from invarlock_provider.layout import run_summary
 
     overrides = RunOverrides(model=model, edit=edit, device=device, dtype=dtype, batch_size=batch_size, seed=seed)
     resolved = load_preset(preset, profile=profile, overrides=overrides)
@@ -87,16 +88,7 @@ def run_command(
             raise BadInputError(f"--label {label!r}: expected KEY=VALUE")
         parsed_labels[key] = value
     result = execute_run(resolved, out, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels)
-    metrics = result.report["metrics"]
-    summary = {
-        "run_id": result.report["run_id"],
-        "run_dir": str(result.run_dir),
-        "report": str(result.report_path),
-        "ppl_preview": metrics["primary_metric"]["preview"],
-        "ppl_final": metrics["primary_metric"]["final"],
-        "tokens": metrics["tokens_processed"],
-        "tokens_per_s": metrics["throughput_tokens_per_s"],
-    }
+    summary = run_summary(result.report, result.report_path)
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -44,3 +44,36 @@ def load_dag(name: str):
 
 
 from tests.storage.conftest import bucket, seaweed  # noqa: E402, F401  (the real S3 server, shared)
+
+
+@pytest.fixture
+def evidence_connection(seaweed, bucket: str, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+    """Make an aws-type Airflow connection to the SeaweedFS bucket, with path-style addressing
+    written either way the hook accepts ("flag": path_style, "amazon": config_kwargs)."""
+    import json
+
+    from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+    def make(style: str) -> str:
+        addressing = (
+            {"path_style": True} if style == "flag" else {"config_kwargs": {"s3": {"addressing_style": "path"}}}
+        )
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_EVIDENCE_S3",
+            json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": ACCESS_KEY,
+                    "password": SECRET_KEY,
+                    "extra": {
+                        "endpoint_url": seaweed.endpoint,
+                        "region_name": "us-east-1",
+                        "bucket": bucket,
+                        **addressing,
+                    },
+                }
+            ),
+        )
+        return "evidence_s3"
+
+    return make

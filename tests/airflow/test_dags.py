@@ -101,26 +101,11 @@ def test_a_param_outside_its_enum_is_refused_before_any_task(workdir: Path) -> N
 
 @pytest.mark.slow
 def test_on_demand_dag_archives_to_s3_through_a_connection(
-    workdir: Path, seaweed, bucket, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, seaweed, bucket, evidence_connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_EVIDENCE_S3",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": ACCESS_KEY,
-                "password": SECRET_KEY,
-                "extra": {
-                    "endpoint_url": seaweed.endpoint,
-                    "region_name": "us-east-1",
-                    "path_style": True,
-                    "bucket": bucket,
-                },
-            }
-        ),
-    )
+    evidence_connection("flag")
     from invarlock_provider.airflow.hooks import EvidenceStoreHook
 
     assert EvidenceStoreHook("evidence_s3").test_connection() == (True, f"bucket {bucket} is reachable")

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
-from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
 
 
 def context(run_id: str, task_id: str) -> dict:
@@ -63,23 +62,9 @@ def test_retries_reuse_their_own_run_and_never_duplicate_evidence(workdir: Path,
 
 @pytest.mark.slow
 def test_archive_to_s3_through_an_airflow_connection(
-    workdir: Path, evaluated: dict, seaweed, bucket, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, evaluated: dict, seaweed, bucket, evidence_connection
 ) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_EVIDENCE_S3",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": ACCESS_KEY,
-                "password": SECRET_KEY,
-                "extra": {
-                    "endpoint_url": seaweed.endpoint,
-                    "region_name": "us-east-1",
-                    "config_kwargs": {"s3": {"addressing_style": "path"}},
-                },
-            }
-        ),
-    )
+    evidence_connection("amazon")
     report = BuildReportOperator(
         task_id="report",
         subject=evaluated["quant8"],
