@@ -1,9 +1,8 @@
-"""The nightly DAG's plan (configs/nightly.yaml, validated) and its retention step."""
+"""The nightly DAG's plan: configs/nightly.yaml, validated, read when the DAG runs."""
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +66,3 @@ class NightlyPlanOperator(BaseOperator):
 
 def plan_path() -> Path:
     return Path(os.environ.get(PLAN_ENV) or configs_dir() / "nightly.yaml")
-
-
-def prune_runs(runs_root: Path, retention: dict[str, Any]) -> list[str]:
-    from invarlock_provider.storage.index import default_index_path, read_index
-    from invarlock_provider.storage.retention import apply_run_pruning, parse_duration, plan_run_pruning
-
-    if retention.get("keep_last") is None and not retention.get("max_age"):
-        return []
-    decisions = plan_run_pruning(
-        runs_root,
-        keep_last=retention.get("keep_last"),
-        max_age=parse_duration(retention["max_age"]) if retention.get("max_age") else None,
-        archived=set(read_index(default_index_path())),
-        include_unarchived=False,
-        now=datetime.now(UTC),
-    )
-    apply_run_pruning(decisions)
-    return [d.target for d in decisions if d.delete]

@@ -199,14 +199,12 @@ class BuildReportOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from invarlock_provider.errors import InvarlockError
-        from invarlock_provider.fileio import write_bytes_atomic, write_text_atomic
-        from invarlock_provider.layout import EVENTS_FILE, resolve_report
-        from invarlock_provider.reporting.evaluation import HTML_FILE, run_name, write_evaluation
-        from invarlock_provider.reporting.html import render_html
+        from invarlock_provider.layout import resolve_report
+        from invarlock_provider.reporting.evaluation import HTML_FILE, copy_run_events, run_name, write_evaluation
+        from invarlock_provider.reporting.html import write_html
         from invarlock_provider.reporting.policy import load_tier
         from invarlock_provider.reporting.run_report import load_run_report
         from invarlock_provider.reporting.summary import evaluation_summary
-        from invarlock_provider.reporting.verify import load_referenced_report
         from invarlock_provider.storage.uri import check_segment
 
         try:
@@ -217,18 +215,10 @@ class BuildReportOperator(BaseOperator):
             target, evaluation = write_evaluation(
                 output, subject, baseline, load_tier(self.tier), copy_baseline=self.copy_baseline
             )
-            events = subject.path.parent / EVENTS_FILE
-            if self.with_events and events.is_file():
-                write_bytes_atomic(output / EVENTS_FILE, events.read_bytes())
+            if self.with_events:
+                copy_run_events(subject.path.parent, output)
             if self.html:
-                write_text_atomic(
-                    output / HTML_FILE,
-                    render_html(
-                        evaluation,
-                        load_referenced_report(output, "subject", evaluation["subject"]),
-                        load_referenced_report(output, "baseline", evaluation["baseline"]),
-                    ),
-                )
+                write_html(target, evaluation)
         except InvarlockError as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -289,14 +279,11 @@ class ArchiveOperator(BaseOperator):
 
         from invarlock_provider.airflow.hooks import EvidenceStoreHook
         from invarlock_provider.errors import InvarlockError
+        from invarlock_provider.reporting.evaluation import EVALUATION_FILE
         from invarlock_provider.storage.archive import archive_report
-        from invarlock_provider.storage.index import default_index_path, read_index
-        from invarlock_provider.storage.retention import (
-            apply_run_pruning,
-            parse_duration,
-            plan_run_pruning,
-            prune_bundles,
-        )
+        from invarlock_provider.storage.index import default_index_path
+        from invarlock_provider.storage.retention import parse_duration, prune_archived_runs, prune_bundles
+        from invarlock_provider.storage.uri import join_key
 
         report_dir = Path(self.report_dir["report_dir"] if isinstance(self.report_dir, dict) else self.report_dir)
         index_path = Path(self.index_path) if self.index_path else default_index_path()
@@ -311,18 +298,17 @@ class ArchiveOperator(BaseOperator):
                 index_path=index_path,
                 now=now,
             )
-            pruned: list[str] = []
-            if self.runs_root and (self.keep_last is not None or self.max_age):
-                decisions = plan_run_pruning(
+            pruned = (
+                prune_archived_runs(
                     Path(self.runs_root),
                     keep_last=self.keep_last,
-                    max_age=parse_duration(self.max_age) if self.max_age else None,
-                    archived=set(read_index(index_path)),
-                    include_unarchived=False,
+                    max_age=self.max_age,
+                    index_path=index_path,
                     now=now,
                 )
-                apply_run_pruning(decisions)
-                pruned = [d.target for d in decisions if d.delete]
+                if self.runs_root
+                else []
+            )
             if self.bucket_keep_last is not None or self.bucket_max_age:
                 prune_bundles(
                     store,
@@ -335,8 +321,7 @@ class ArchiveOperator(BaseOperator):
             from airflow.sdk.exceptions import AirflowException
 
             raise AirflowException(str(exc)) from None
-        base = result.bundle_uri.removeprefix(f"s3://{store.uri.bucket}/") if store.uri.scheme == "s3" else ""
-        link = store.link(f"{base}/evaluation.report.json", LINK_EXPIRY_S) if base else result.bundle_uri
+        link = store.link(join_key(result.bundle_key, EVALUATION_FILE), LINK_EXPIRY_S)
         self.log.info("%s evidence %s at %s", result.verdict, result.evidence_id, result.bundle_uri)
         return {
             "bundle_uri": result.bundle_uri,
@@ -363,9 +348,18 @@ class PruneRunsOperator(BaseOperator):
         self.max_age = max_age
 
     def execute(self, context: Any) -> list[str]:
-        from invarlock_provider.airflow.nightly import prune_runs
+        from datetime import UTC, datetime
+
+        from invarlock_provider.storage.index import default_index_path
+        from invarlock_provider.storage.retention import prune_archived_runs
 
         keep_last = int(self.keep_last) if self.keep_last not in (None, "", "None") else None
-        pruned = prune_runs(Path(self.runs_root), {"keep_last": keep_last, "max_age": self.max_age or None})
+        pruned = prune_archived_runs(
+            Path(self.runs_root),
+            keep_last=keep_last,
+            max_age=self.max_age or None,
+            index_path=default_index_path(),
+            now=datetime.now(UTC),
+        )
         self.log.info("Pruned %d archived runs", len(pruned))
         return pruned

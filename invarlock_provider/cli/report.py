@@ -66,7 +66,8 @@ def report_command(
     if ctx.invoked_subcommand is not None:
         return
     from invarlock_provider.layout import resolve_report
-    from invarlock_provider.reporting.evaluation import promote_baseline, write_evaluation
+    from invarlock_provider.reporting.evaluation import copy_run_events, promote_baseline, write_evaluation
+    from invarlock_provider.reporting.html import write_html
     from invarlock_provider.reporting.policy import load_tier
     from invarlock_provider.reporting.run_report import load_run_report
     from invarlock_provider.reporting.summary import evaluation_markdown, evaluation_summary
@@ -95,10 +96,10 @@ def report_command(
             click.echo(evaluation_markdown(evaluation), nl=False)
     else:
         target, evaluation = write_evaluation(output, subject, baseline, policy, copy_baseline=copy_baseline)
-        if with_events:
-            _copy_events(subject.path.parent, output)
+        if with_events and not copy_run_events(subject.path.parent, output):
+            raise BadInputError(f"--with-events: no events.jsonl beside {subject.path}")
         if output_format == "html":
-            _write_html(target, evaluation)
+            write_html(target, evaluation)
         summary = evaluation_summary(evaluation, str(target))
         ratio = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.4f}"
         ci = "" if summary["ci"] is None else f" (95% CI {summary['ci'][0]:.4f}-{summary['ci'][1]:.4f})"
@@ -122,37 +123,13 @@ def report_command(
 def html_command(input_path: Path) -> None:
     """Render evaluation.html beside an evaluation report (self-contained, no network)."""
     from invarlock_provider.reporting.evaluation import EVALUATION_FILE
+    from invarlock_provider.reporting.html import write_html
     from invarlock_provider.reporting.verify import load_evaluation
 
     target = input_path / EVALUATION_FILE if input_path.is_dir() else input_path
     if not target.is_file():
         raise BadInputError(f"evaluation report not found: {target}")
-    click.echo(f"html: {_write_html(target, load_evaluation(target))}")
-
-
-def _write_html(evaluation_path: Path, evaluation: dict) -> Path:
-    from invarlock_provider.fileio import write_text_atomic
-    from invarlock_provider.reporting.evaluation import HTML_FILE
-    from invarlock_provider.reporting.html import render_html
-    from invarlock_provider.reporting.verify import load_referenced_report
-
-    folder = evaluation_path.parent
-    subject = load_referenced_report(folder, "subject", evaluation["subject"])
-    baseline = load_referenced_report(folder, "baseline", evaluation["baseline"])
-    target = folder / HTML_FILE
-    write_text_atomic(target, render_html(evaluation, subject, baseline))
-    return target
-
-
-def _copy_events(run_dir: Path, output: Path) -> None:
-    from invarlock_provider.fileio import write_bytes_atomic
-    from invarlock_provider.layout import EVENTS_FILE
-
-    source = run_dir / EVENTS_FILE
-    if not source.is_file():
-        raise BadInputError(f"--with-events: no {EVENTS_FILE} beside {run_dir / 'report.json'}")
-    if source.resolve() != (output / EVENTS_FILE).resolve():
-        write_bytes_atomic(output / EVENTS_FILE, source.read_bytes())
+    click.echo(f"html: {write_html(target, load_evaluation(target))}")
 
 
 def _echo(as_json: bool, payload: dict, text: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from invarlock_provider import __version__
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic, write_json_atomic
-from invarlock_provider.layout import REPORT_FILE, RUN_DIR_PATTERN
+from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN
 from invarlock_provider.reporting.pairing import describe, pairing_checks
 from invarlock_provider.reporting.policy import TierPolicy, gate
 from invarlock_provider.reporting.run_report import SPLITS, RunReport
@@ -207,6 +207,16 @@ def write_evaluation(
     target = output_dir / EVALUATION_FILE
     write_json_atomic(target, evaluation)
     return target, evaluation
+
+
+def copy_run_events(run_dir: Path, output_dir: Path) -> bool:
+    """Copy a run's events.jsonl beside its report copy; False when the run has none."""
+    source = run_dir / EVENTS_FILE
+    if not source.is_file():
+        return False
+    if source.resolve() != (output_dir / EVENTS_FILE).resolve():
+        write_bytes_atomic(output_dir / EVENTS_FILE, source.read_bytes())
+    return True
 
 
 def promote_baseline(output_dir: Path, report: RunReport) -> Path:

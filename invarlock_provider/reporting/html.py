@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -263,3 +264,17 @@ def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: R
         row("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
         row("versions", lambda d: d["meta"].get("versions")),
     ]
+
+
+def write_html(evaluation_path: Path, evaluation: dict[str, Any]) -> Path:
+    """Render evaluation.html beside an evaluation, from the reports it references (sha256-checked)."""
+    from invarlock_provider.fileio import write_text_atomic
+    from invarlock_provider.reporting.evaluation import HTML_FILE
+    from invarlock_provider.reporting.verify import load_referenced_report
+
+    folder = evaluation_path.parent
+    subject = load_referenced_report(folder, "subject", evaluation["subject"])
+    baseline = load_referenced_report(folder, "baseline", evaluation["baseline"])
+    target = folder / HTML_FILE
+    write_text_atomic(target, render_html(evaluation, subject, baseline))
+    return target

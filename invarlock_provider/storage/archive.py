@@ -41,6 +41,7 @@ LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 @dataclass(frozen=True)
 class ArchiveResult:
     bundle_uri: str
+    bundle_key: str
     evidence_id: str
     manifest_sha256: str
     uploaded: list[str]
@@ -59,6 +60,10 @@ class BundleSummary:
     manifest: dict[str, Any] | None = None
     newest_object: datetime | None = None
     keys: list[str] = field(default_factory=list)
+
+    @property
+    def manifest_key(self) -> str:
+        return join_key(self.key, MANIFEST_FILE)
 
     @property
     def created_at(self) -> datetime | None:
@@ -86,12 +91,12 @@ def archive_report(
     existing = store.head(manifest_key)
     if existing is not None:
         raw = store.read_bytes(manifest_key)
-        manifest = parse_manifest(raw, location(store, manifest_key))
+        manifest = parse_manifest(raw, store.uri.locate(manifest_key))
         ours = {f.name: f.sha256 for f in bundle.files if f.required}
         theirs = {f["path"]: f["sha256"] for f in manifest["files"] if f["path"] in ours}
         if ours != theirs:
             raise InvarlockError(
-                f"{location(store, base)}: an existing manifest lists different evidence files; not overwriting"
+                f"{store.uri.locate(base)}: an existing manifest lists different evidence files; not overwriting"
             )
         result = _result(store, base, bundle, raw, [], [f["path"] for f in manifest["files"]], True)
         _record(index_path, bundle, result, now)
@@ -133,13 +138,6 @@ def archive_report(
     return result
 
 
-def location(store: ObjectStore, key: str) -> str:
-    """The URI a person would use for ``key`` in this store."""
-    if store.uri.scheme == "s3":
-        return f"s3://{store.uri.bucket}/{key}"
-    return (store.uri.root / key).as_uri() if key else store.uri.root.as_uri()
-
-
 def _hashed(file: BundleFile) -> BundleFile:
     return file if file.sha256 is not None else replace(file, sha256=sha256_file(file.path))
 
@@ -169,9 +167,8 @@ def _result(
     already: bool,
 ) -> ArchiveResult:
     return ArchiveResult(
-        bundle_uri=str(store.uri.child(bundle.report_name, bundle.evidence_id))
-        if store.uri.scheme == "s3"
-        else (store.uri.root / base).as_uri(),
+        bundle_uri=store.uri.locate(base),
+        bundle_key=base,
         evidence_id=bundle.evidence_id,
         manifest_sha256=sha256_bytes(raw),
         uploaded=uploaded,
@@ -206,46 +203,42 @@ def fetch_bundle(store: ObjectStore, base: str, target: Path, *, strict: bool = 
     With ``strict`` a mismatching file is an error; otherwise it is kept and reported as a failed
     check, which is what ``verify`` wants (it names every bad file, not just the first).
     """
-    where = location(store, base)
+    where = store.uri.locate(base)
     manifest_key = join_key(base, MANIFEST_FILE)
     if store.head(manifest_key) is None:
         raise BadInputError(f"{where}: no manifest.json: not a bundle, or an incomplete one (re-run the archive)")
     raw = store.read_bytes(manifest_key)
     manifest = parse_manifest(raw, where)
-    result = Verification(path=target, kind="bundle", verdict=manifest.get("verdict"))
     target.mkdir(parents=True, exist_ok=True)
     for entry in manifest["files"]:
-        local = target / entry["path"]
-        if store.head(join_key(base, entry["path"])) is None:
-            result.add(f"bundle.{entry['path']}", False, f"{entry['path']} listed in the manifest but missing")
-            continue
-        store.download(join_key(base, entry["path"]), local)
-        actual = sha256_file(local)
-        ok = actual == entry["sha256"] and local.stat().st_size == entry.get("size", local.stat().st_size)
-        detail = entry["path"] if ok else f"{entry['path']} changed: sha256 {actual}, manifest {entry['sha256']}"
-        if strict and not ok:
-            raise InvarlockError(f"{where}: {detail}")
-        result.add(f"bundle.{entry['path']}", ok, detail)
+        key = join_key(base, entry["path"])
+        if store.head(key) is not None:
+            store.download(key, target / entry["path"])
+    result = Verification(path=target, kind="bundle", verdict=manifest.get("verdict"))
+    _check_files(target, manifest, result)
+    if strict and not result.ok:
+        raise InvarlockError(f"{where}: {next(c.detail for c in result.checks if not c.ok)}")
     write_bytes_atomic(target / MANIFEST_FILE, raw)
     return result
 
 
-def verify_bundle_folder(folder: Path) -> Verification:
-    """A fetched bundle: its manifest against the files, then the evaluation itself."""
-    raw = (folder / MANIFEST_FILE).read_bytes()
-    manifest = parse_manifest(raw, str(folder))
-    result = Verification(path=folder, kind="bundle", verdict=manifest.get("verdict"))
+def _check_files(folder: Path, manifest: dict[str, Any], result: Verification) -> None:
+    """Every file the manifest lists is present with its recorded sha256 and size."""
     for entry in manifest["files"]:
-        path = folder / entry["path"]
+        name, path = entry["path"], folder / entry["path"]
         if not path.is_file():
-            result.add(f"bundle.{entry['path']}", False, f"{entry['path']} listed in the manifest but missing")
+            result.add(f"bundle.{name}", False, f"{name} listed in the manifest but missing")
             continue
         actual = sha256_file(path)
-        result.add(
-            f"bundle.{entry['path']}",
-            actual == entry["sha256"],
-            entry["path"] if actual == entry["sha256"] else f"{entry['path']} changed: sha256 {actual}",
-        )
+        ok = actual == entry["sha256"] and path.stat().st_size == entry.get("size", path.stat().st_size)
+        result.add(f"bundle.{name}", ok, name if ok else f"{name} changed: sha256 {actual}, manifest {entry['sha256']}")
+
+
+def verify_bundle_folder(folder: Path) -> Verification:
+    """A fetched bundle: its manifest against the files, then the evaluation itself."""
+    manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), str(folder))
+    result = Verification(path=folder, kind="bundle", verdict=manifest.get("verdict"))
+    _check_files(folder, manifest, result)
     _merge_evaluation(folder, manifest, result)
     return result
 
@@ -287,14 +280,10 @@ def list_bundles(store: ObjectStore, prefix: str) -> list[BundleSummary]:
         summary.keys.append(info.key)
         if summary.newest_object is None or info.last_modified > summary.newest_object:
             summary.newest_object = info.last_modified
-        if info.key == join_key(base, MANIFEST_FILE):
+        if info.key == summary.manifest_key:
             summary.complete = True
     for summary in bundles.values():
-        summary.uri = (
-            f"s3://{store.uri.bucket}/{summary.key}"
-            if store.uri.scheme == "s3"
-            else (store.uri.root / summary.key).as_uri()
-        )
+        summary.uri = store.uri.locate(summary.key)
         if summary.complete:
-            summary.manifest = parse_manifest(store.read_bytes(f"{summary.key}/{MANIFEST_FILE}"), summary.uri)
+            summary.manifest = parse_manifest(store.read_bytes(summary.manifest_key), summary.uri)
     return sorted(bundles.values(), key=lambda b: (b.created_at or datetime.min.replace(tzinfo=UTC), b.key))

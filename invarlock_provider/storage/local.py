@@ -46,7 +46,7 @@ class LocalFolderStore:
         shutil.copyfile(path, tmp)
         if sha256_file(tmp) != (sha256 or sha256_file(path)):
             tmp.unlink(missing_ok=True)
-            raise InvarlockError(f"{self.uri}/{key}: checksum mismatch after copy")
+            raise InvarlockError(f"{self.uri.locate(key)}: checksum mismatch after copy")
         os.replace(tmp, target)
 
     def head(self, key: str) -> ObjectInfo | None:

@@ -18,7 +18,6 @@ from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_file
 from invarlock_provider.layout import REPORT_FILE, RUN_DIR_PATTERN, TIMESTAMP_FORMAT, publish_latest, run_dir_sort_key
 from invarlock_provider.storage.archive import BundleSummary, list_bundles
-from invarlock_provider.storage.bundle import MANIFEST_FILE
 from invarlock_provider.storage.objectstore import ObjectStore
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -100,6 +99,26 @@ def _decide_run(
     if include_unarchived:
         return PruneDecision(target, True, "NOT ARCHIVED (--include-unarchived)")
     return PruneDecision(target, False, "not archived")
+
+
+def prune_archived_runs(
+    runs_root: Path, *, keep_last: int | None, max_age: str | None, index_path: Path, now: datetime
+) -> list[str]:
+    """What the DAGs' retention does: archived runs only, never the newest; returns what went."""
+    from invarlock_provider.storage.index import read_index
+
+    if keep_last is None and not max_age:
+        return []
+    decisions = plan_run_pruning(
+        runs_root,
+        keep_last=keep_last,
+        max_age=parse_duration(max_age) if max_age else None,
+        archived=set(read_index(index_path)),
+        include_unarchived=False,
+        now=now,
+    )
+    apply_run_pruning(decisions)
+    return [d.target for d in decisions if d.delete]
 
 
 def apply_run_pruning(decisions: list[PruneDecision]) -> None:
@@ -186,15 +205,15 @@ def prune_bundles(
     }
     report.kept_locked.update(kept)
     doomed = [(b, d) for b, d in doomed if b.uri not in kept]
-    manifests = [f"{b.key}/{MANIFEST_FILE}" for b, _ in doomed if b.complete]
+    manifests = [b.manifest_key for b, _ in doomed if b.complete]
     first = store.delete(manifests)
     gone = set(first.deleted)
     rest = [
         key
         for bundle, _ in doomed
-        if not bundle.complete or f"{bundle.key}/{MANIFEST_FILE}" in gone
+        if not bundle.complete or bundle.manifest_key in gone
         for key in bundle.keys
-        if not key.endswith(f"/{MANIFEST_FILE}")
+        if key != bundle.manifest_key
     ]
     second = store.delete(rest)
     report.deleted_objects = len(first.deleted) + len(second.deleted)
@@ -218,7 +237,7 @@ def _locked_bundles(store: ObjectStore, bundles: list[BundleSummary], now: datet
         return []
     locked = []
     for bundle in bundles:
-        key = f"{bundle.key}/{MANIFEST_FILE}" if bundle.complete else bundle.keys[0]
+        key = bundle.manifest_key if bundle.complete else bundle.keys[0]
         info = store.head(key)
         if info is not None and info.locked_until is not None and info.locked_until > now:
             locked.append((bundle.uri, info.locked_until.isoformat(timespec="seconds")))

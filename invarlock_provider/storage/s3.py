@@ -182,7 +182,7 @@ class S3Store:
         expected = f"{_b64(hashlib.sha256(b''.join(digest for _, digest in sent)).digest())}-{parts}"
         reported = done.get("ChecksumSHA256")
         if reported is not None and reported != expected:
-            raise InvarlockError(f"{self.uri}/{key}: server checksum {reported} != local {expected}")
+            raise InvarlockError(f"{self.uri.locate(key)}: server checksum {reported} != local {expected}")
 
     def head(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError

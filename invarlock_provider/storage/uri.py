@@ -50,8 +50,11 @@ class StoreURI:
             return f"file://{Path(self.bucket, self.prefix).as_posix()}"
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
-    def child(self, *parts: str) -> StoreURI:
-        return StoreURI(self.scheme, self.bucket, join_key(self.prefix, *parts))
+    def locate(self, key: str) -> str:
+        """The URI a person would use for ``key`` (a full key, prefix included) in this store."""
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{key}"
+        return (self.root / key).as_uri() if key else self.root.as_uri()
 
 
 def parse_store_uri(text: str) -> StoreURI:
