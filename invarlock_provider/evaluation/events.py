@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-PHASES = ("start", "load", "edit", "windows", "score", "finalize", "error")
+PHASES = ("start", "load", "edit", "guards", "windows", "score", "finalize", "error")
 MAX_STRING = 2000
 REDACTED = "***"
 _SECRET_WORDS = {"secret", "password", "passwd", "credential", "credentials", "authorization"}

@@ -23,7 +23,7 @@ from typing import Any
 
 from invarlock_provider import __version__
 from invarlock_provider.config import ResolvedPreset, preset_snapshot
-from invarlock_provider.errors import InvarlockError, require
+from invarlock_provider.errors import EvaluationAbortedError, InvarlockError, require
 from invarlock_provider.evaluation.events import EventLog
 from invarlock_provider.evaluation.network import apply_network_policy
 from invarlock_provider.fileio import write_json_atomic
@@ -146,6 +146,8 @@ def _evaluate(
         seconds=timings["edit_s"],
     )
 
+    guards = _measure_guards(loaded, timings, events)
+
     with _timed(timings, "windows_s"):
         corpus = load_corpus(preset.dataset)
         windows = build_windows(corpus, loaded.tokenizer, preset.dataset, preset.seed)
@@ -182,6 +184,7 @@ def _evaluate(
         seconds=timings["score_s"],
     )
     timings["total_s"] = round(time.perf_counter() - wall_begin, 4)
+    guard_overhead = timings["guards_s"] / timings["score_s"] if timings["score_s"] > 0 else None
 
     def split_block(ids: tuple[int, ...], split: str, scores: Any) -> dict[str, Any]:
         return {
@@ -252,10 +255,41 @@ def _evaluate(
             "throughput_tokens_per_s": tokens_per_s,
             "peak_memory_bytes": peak.peak_bytes,
             "peak_memory_source": peak.source,
+            "guard_overhead_of_scoring": guard_overhead,
         },
         "edit": edit_record,
-        "guards": [],
+        "guards": guards,
     }
+
+
+def _measure_guards(loaded: Any, timings: dict[str, float], events: EventLog) -> list[dict[str, Any]]:
+    """Invariants, then spectral, on the model as it will be scored; broken weights stop the run here."""
+    from invarlock_provider.guards.invariants import measure_invariants
+    from invarlock_provider.guards.spectral import measure_spectral
+
+    with _timed(timings, "guards_s"):
+        invariants = measure_invariants(loaded.model, len(loaded.tokenizer))
+        _emit_guard(events, invariants)
+        if not invariants["passed"]:
+            raise EvaluationAbortedError(
+                f"invariants guard failed before scoring: {'; '.join(invariants['violations'])}; "
+                "aborting without a report"
+            )
+        spectral = measure_spectral(loaded.model)
+        _emit_guard(events, spectral)
+    return [invariants, spectral]
+
+
+def _emit_guard(events: EventLog, record: dict[str, Any]) -> None:
+    events.emit(
+        "guards",
+        "guard_measured",
+        level="info" if record["passed"] else "error",
+        guard=record["name"],
+        passed=record["passed"],
+        violations=record["violations"],
+        seconds=record["metrics"]["seconds"],
+    )
 
 
 def _perplexity(logloss: list[float], counts: list[int]) -> float:

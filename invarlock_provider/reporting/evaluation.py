@@ -18,6 +18,7 @@ from invarlock_provider import __version__
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic, write_json_atomic
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN
+from invarlock_provider.reporting.guards import compare_guards
 from invarlock_provider.reporting.pairing import describe, pairing_checks
 from invarlock_provider.reporting.policy import TierPolicy, gate
 from invarlock_provider.reporting.run_report import SPLITS, RunReport
@@ -27,6 +28,7 @@ EVALUATION_SCHEMA = "invarlock.evaluation/1"
 EVALUATION_FILE = "evaluation.report.json"
 HTML_FILE = "evaluation.html"
 DIGEST_FIELD = "evaluation_digest"
+MAX_GATE_DETAILS = 3
 
 
 def split_arrays(subject: RunReport, baseline: RunReport, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -98,16 +100,11 @@ def _metric_gates(metric: dict[str, Any], policy: TierPolicy) -> list[dict[str, 
     ]
 
 
-def _guard_gate(subject: RunReport, baseline: RunReport) -> dict[str, Any]:
-    failed = [
-        f"{role}:{guard.get('name')}"
-        for role, report in (("subject", subject), ("baseline", baseline))
-        for guard in report.data.get("guards", [])
-        if not guard.get("passed", False)
-    ]
-    total = len(subject.data.get("guards", [])) + len(baseline.data.get("guards", []))
-    detail = f"{total} guard results checked" + (f"; failed: {', '.join(failed)}" if failed else "")
-    return gate("guards", failed, [], "==", not failed, detail)
+def _guard_gate(comparison: dict[str, Any]) -> dict[str, Any]:
+    violations = comparison["violations"]
+    shown = "; ".join(violations[:MAX_GATE_DETAILS])
+    more = f"; +{len(violations) - MAX_GATE_DETAILS} more" if len(violations) > MAX_GATE_DETAILS else ""
+    return gate(comparison["name"], len(violations), 0, "==", comparison["passed"], shown + more)
 
 
 def build_evaluation(
@@ -129,7 +126,8 @@ def build_evaluation(
             for name in ("ratio", "ratio_ci_upper", "min_tokens", "drift", "tail_q95")
         ]
     gates.append(gate("pairing", len(mismatches), 0, "==", not mismatches, "; ".join(describe(c) for c in mismatches)))
-    gates.append(_guard_gate(subject, baseline))
+    guards = compare_guards(subject, baseline, policy)
+    gates += [_guard_gate(comparison) for comparison in guards]
     verdict = "PASS" if all(g["passed"] for g in gates) else "FAIL"
     evaluation = {
         "schema_version": EVALUATION_SCHEMA,
@@ -139,6 +137,7 @@ def build_evaluation(
         "baseline": _reference(baseline, baseline.path, output_dir),
         "pairing": {"ok": not mismatches, "checks": [c.as_dict() for c in checks]},
         "primary_metric": metric,
+        "guards": guards,
         "tier": policy.tier,
         "policy": policy.snapshot,
         "policy_digest": policy.digest,

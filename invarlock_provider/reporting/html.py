@@ -21,7 +21,7 @@ from invarlock_provider.reporting.run_report import RunReport
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 main{max-width:1000px;margin:0 auto;padding:24px}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}h3{font-size:14px;margin:18px 0 6px}
 .banner{padding:18px 22px;border-radius:8px;color:#fff;display:flex;justify-content:space-between;align-items:center}
 .PASS{background:#1f7a3f}.FAIL{background:#b3261e}
 .banner .verdict{font-size:30px;font-weight:700;letter-spacing:.04em}
@@ -127,6 +127,141 @@ def interval_svg(ratio: float, low: float, high: float, limit: float, width: int
     )
 
 
+SPECTRAL_TABLE_ROWS = 12
+_FAMILY_COLOURS = {"attention": "#3b6ea8", "mlp": "#d9822b"}
+
+
+def spectral_svg(rows: Sequence[dict[str, Any]], caps: dict[str, float], width: int = 940, height: int = 240) -> str:
+    """sigma_max ratio per module by layer, log scale, with the hard caps as red lines."""
+    points = [r for r in rows if isinstance(r.get("ratio"), (int, float)) and r["ratio"] > 0]
+    if not points:
+        return ""
+    layers = sorted({r["layer"] for r in points if r.get("layer") is not None})
+    slots = {layer: index for index, layer in enumerate(layers)}
+    other_slot = len(layers)
+    slot_count = other_slot + (1 if any(r.get("layer") is None for r in points) else 0)
+    logs = [math.log(r["ratio"]) for r in points] + [math.log(c) for c in caps.values()]
+    top = max(max(abs(v) for v in logs) * 1.15, 1e-3)
+    pad_left, pad_right, pad_top, pad_bottom = 48, 12, 12, 30
+    plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
+    slot_w = plot_w / max(slot_count, 1)
+    families = sorted({r["family"] for r in points})
+
+    def y(value: float) -> float:
+        return pad_top + plot_h * (top - value) / (2 * top)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        'aria-label="spectral norm ratio per module by layer">',
+        f'<line x1="{pad_left}" y1="{y(0):.1f}" x2="{width - pad_right}" y2="{y(0):.1f}" stroke="#888" '
+        'stroke-dasharray="2 2"/>',
+        f'<text x="{pad_left - 4}" y="{y(0) + 4:.1f}" font-size="11" text-anchor="end">1.00</text>',
+        f'<text x="{width - pad_right}" y="{height - 10}" font-size="11" text-anchor="end">layer</text>',
+    ]
+    for cap in sorted(set(caps.values())):
+        for value, label in ((math.log(cap), f"{cap:g}"), (-math.log(cap), f"1/{cap:g}")):
+            parts.append(
+                f'<line x1="{pad_left}" y1="{y(value):.1f}" x2="{width - pad_right}" y2="{y(value):.1f}" '
+                'stroke="#b3261e"/>'
+                f'<text x="{pad_left - 4}" y="{y(value) + 4:.1f}" font-size="11" text-anchor="end" '
+                f'fill="#b3261e">{esc(label)}</text>'
+            )
+    for layer, index in slots.items():
+        if len(slots) <= 24 or index % max(1, len(slots) // 12) == 0:
+            parts.append(
+                f'<text x="{pad_left + slot_w * (index + 0.5):.1f}" y="{height - 10}" font-size="11" '
+                f'text-anchor="middle">{esc(layer)}</text>'
+            )
+    for row in points:
+        slot = slots.get(row["layer"], other_slot) if row.get("layer") is not None else other_slot
+        offset = (families.index(row["family"]) + 1) / (len(families) + 1)
+        cx = pad_left + slot_w * (slot + offset)
+        flagged = row.get("hard_capped") or row.get("soft_capped")
+        colour = "#b3261e" if flagged else _FAMILY_COLOURS.get(row["family"], "#555")
+        parts.append(
+            f'<circle cx="{cx:.1f}" cy="{y(math.log(row["ratio"])):.1f}" r="{5 if flagged else 3.5}" '
+            f'fill="{colour}"><title>{esc(row["name"])}: ratio {row["ratio"]:.4f}</title></circle>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _guard_section(evaluation: dict[str, Any]) -> list[str]:
+    guards = evaluation.get("guards") or []
+    if not guards:
+        return []
+    parts = ["<h2>Guards</h2>"]
+    parts.append(
+        _table(
+            ("guard", "result", "violations"),
+            (
+                (
+                    _cell(esc(g.get("name"))),
+                    _cell("pass" if g.get("passed") else "FAIL", "ok" if g.get("passed") else "bad"),
+                    _cell("<br>".join(esc(v) for v in g.get("violations", [])) or "none"),
+                )
+                for g in guards
+            ),
+        )
+    )
+    for guard in guards:
+        metrics = guard.get("metrics") or {}
+        if guard.get("name") == "invariants" and metrics.get("checks"):
+            parts.append("<h3>Invariants: subject vs baseline</h3>")
+            parts.append(
+                _table(
+                    ("field", "subject", "baseline", "result"),
+                    (
+                        (
+                            _cell(f"<code>{esc(c.get('field'))}</code>"),
+                            _cell(f"<code>{esc(c.get('subject'))}</code>"),
+                            _cell(f"<code>{esc(c.get('baseline'))}</code>"),
+                            _cell("equal" if c.get("ok") else "DIFFERENT", "ok" if c.get("ok") else "bad"),
+                        )
+                        for c in metrics["checks"]
+                    ),
+                )
+            )
+        if guard.get("name") == "spectral" and metrics.get("modules"):
+            caps = ((evaluation.get("policy") or {}).get("guards") or {}).get("spectral") or {}
+            rows = metrics["modules"]
+            parts.append("<h3>Spectral: largest singular value, subject / baseline, per module</h3>")
+            parts.append(
+                f"<figure>{spectral_svg(rows, caps.get('ratio_cap') or {})}<figcaption>Each dot is one weight "
+                "matrix (blue attention, orange MLP, red capped) at its layer; log scale; red lines: hard caps."
+                "</figcaption></figure>"
+            )
+            ranked = sorted(rows, key=lambda r: abs(math.log(r["ratio"])) if r.get("ratio") else math.inf)[::-1]
+            parts.append(
+                _table(
+                    ("module", "family", "layer", "baseline sigma", "subject sigma", "ratio", "robust z", "capped"),
+                    (
+                        (
+                            _cell(f"<code>{esc(r.get('name'))}</code>"),
+                            _cell(esc(r.get("family"))),
+                            _cell(esc(r.get("layer")), "num"),
+                            _cell(fmt(r.get("baseline_sigma")), "num"),
+                            _cell(fmt(r.get("subject_sigma")), "num"),
+                            _cell(fmt(r.get("ratio")), "num"),
+                            _cell(fmt(r.get("z"), 2), "num"),
+                            _cell(_capped(r), "bad" if _capped(r) != "no" else ""),
+                        )
+                        for r in ranked[:SPECTRAL_TABLE_ROWS]
+                    ),
+                )
+            )
+            parts.append(
+                f"<p>{min(len(rows), SPECTRAL_TABLE_ROWS)} of {len(rows)} modules shown, largest change first.</p>"
+            )
+    return parts
+
+
+def _capped(row: dict[str, Any]) -> str:
+    if row.get("hard_capped"):
+        return "hard cap"
+    return "soft cap" if row.get("soft_capped") else "no"
+
+
 def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> str:
     verdict = "PASS" if evaluation.get("verdict") == "PASS" else "FAIL"
     metric = evaluation.get("primary_metric")
@@ -171,6 +306,8 @@ def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunRep
             ),
         )
     )
+
+    parts += _guard_section(evaluation)
 
     if metric:
         deltas, _ = split_arrays(subject, baseline, "final")

@@ -9,6 +9,7 @@ from typing import Any
 from invarlock_provider.config import deep_merge, load_yaml_mapping
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes
+from invarlock_provider.guards.spectral import FAMILIES as SPECTRAL_FAMILIES
 from invarlock_provider.resources import configs_dir
 
 TIERS_SCHEMA = "invarlock.tiers/1"
@@ -20,6 +21,7 @@ _REQUIRED = {
     "drift_band": list,
     "tail_q95_limit": (int, float),
     "bootstrap": dict,
+    "guards": dict,
 }
 
 
@@ -67,7 +69,28 @@ def load_tier(tier: str, path: Path | None = None) -> TierPolicy:
         raise BadInputError(f"{path}: tiers.{tier}.bootstrap.confidence must be in (0, 1)")
     if not isinstance(bootstrap.get("seed"), int):
         raise BadInputError(f"{path}: tiers.{tier}.bootstrap.seed must be an integer")
+    _check_spectral_caps(path, tier, snapshot["guards"].get("spectral"))
     return TierPolicy(tier=tier, snapshot={"tier": tier, **snapshot})
+
+
+def _check_spectral_caps(path: Path, tier: str, caps: Any) -> None:
+    where = f"{path}: tiers.{tier}.guards.spectral"
+    if not isinstance(caps, dict):
+        raise BadInputError(f"{where} missing (ratio_cap, z_cap, deadband, max_caps)")
+    for key, floor in (("ratio_cap", 1.0), ("z_cap", 0.0)):
+        per_family = caps.get(key)
+        if not isinstance(per_family, dict) or set(per_family) != set(SPECTRAL_FAMILIES):
+            raise BadInputError(f"{where}.{key} must map exactly {', '.join(SPECTRAL_FAMILIES)} to numbers")
+        if not all(_number(v) and v > floor for v in per_family.values()):
+            raise BadInputError(f"{where}.{key} values must be numbers > {floor:g}")
+    if not _number(caps.get("deadband")) or caps["deadband"] < 0:
+        raise BadInputError(f"{where}.deadband must be a number >= 0")
+    if not isinstance(caps.get("max_caps"), int) or isinstance(caps["max_caps"], bool) or caps["max_caps"] < 0:
+        raise BadInputError(f"{where}.max_caps must be an integer >= 0")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def gate(name: str, value: Any, limit: Any, comparison: str, passed: bool, detail: str = "") -> dict[str, Any]:

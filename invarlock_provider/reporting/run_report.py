@@ -69,6 +69,11 @@ def parse_run_report(raw: bytes, path: Path, role: str) -> RunReport:
     for section in ("run_id", "meta", "data", "evaluation_windows"):
         if section not in data:
             raise BadInputError(f"{where}: missing '{section}'")
+    guards = data.get("guards", [])
+    if not isinstance(guards, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool) for g in guards
+    ):
+        raise BadInputError(f"{where}: guards must be a list of objects with name and passed")
     for split in SPLITS:
         block = data["evaluation_windows"].get(split)
         if not isinstance(block, dict):

@@ -213,6 +213,15 @@ def _check_recomputation(
             stored_gates.get(name) == entry["passed"],
             f"recomputed passed={entry['passed']}, stored passed={stored_gates.get(name)}",
         )
+    stored_guards = {g.get("name"): g for g in evaluation.get("guards") or [] if isinstance(g, dict)}
+    for comparison in again["guards"]:
+        stored = stored_guards.get(comparison["name"]) or {}
+        result.add(
+            f"guard.{comparison['name']}",
+            stored.get("passed") == comparison["passed"] and stored.get("violations") == comparison["violations"],
+            f"recomputed passed={comparison['passed']} with {len(comparison['violations'])} violations, "
+            f"stored passed={stored.get('passed')} with {len(stored.get('violations') or [])}",
+        )
     result.add(
         "verdict",
         evaluation["verdict"] == again["verdict"],

@@ -69,7 +69,7 @@ def test_report_has_the_contract_fields(baseline_pair: tuple[dict, dict, Path]) 
     assert meta["device"] == "cpu" and meta["dtype"] == "float32"
     assert meta["determinism"]["torch_deterministic_algorithms"] is True
     assert {"torch", "transformers", "invarlock_provider"} <= set(meta["versions"])
-    assert {"load_s", "edit_s", "windows_s", "score_s", "total_s"} <= set(meta["timings"])
+    assert {"load_s", "edit_s", "guards_s", "windows_s", "score_s", "total_s"} <= set(meta["timings"])
     assert (data["seq_len"], data["stride"], data["preview_n"], data["final_n"]) == (128, 128, 32, 32)
     final = report["evaluation_windows"]["final"]
     assert len(final["window_ids"]) == len(final["logloss"]) == len(final["token_counts"]) == 32
@@ -82,13 +82,20 @@ def test_report_has_the_contract_fields(baseline_pair: tuple[dict, dict, Path]) 
     assert ppl["final"] < 4096 / 20
     assert metrics["throughput_tokens_per_s"] > 0
     assert metrics["peak_memory_bytes"] > 0
-    assert report["edit"]["name"] == "noop" and report["guards"] == []
+    assert report["edit"]["name"] == "noop"
+    assert [(g["name"], g["passed"], g["violations"]) for g in report["guards"]] == [
+        ("invariants", True, []),
+        ("spectral", True, []),
+    ]
+    overhead = meta["timings"]["guards_s"] / meta["timings"]["score_s"]
+    assert metrics["guard_overhead_of_scoring"] == pytest.approx(overhead)
 
 
 def test_events_cover_every_phase_in_order(baseline_pair: tuple[dict, dict, Path]) -> None:
     run_dir = sorted(p for p in baseline_pair[2].iterdir() if p.is_dir())[0]
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert [e["phase"] for e in events] == ["start", "load", "edit", "windows", "score", "finalize"]
+    phases = ["start", "load", "edit", "guards", "guards", "windows", "score", "finalize"]
+    assert [e["phase"] for e in events] == phases
     assert {e["run_id"] for e in events} == {baseline_pair[0]["run_id"]}
 
 
@@ -248,27 +255,62 @@ def test_seq_len_beyond_model_context_is_refused(tmp_path: Path, write_preset) -
     )
 
 
-def test_nan_logits_abort_naming_the_window(tmp_path: Path, tiny_model_dir: Path) -> None:
+def saved_variant(source: Path, target: Path, change) -> Path:
+    """A copy of a checkpoint with its weights changed in memory and saved again."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model_dir = tmp_path / "nan-model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    shutil.copytree(source, target)
+    model = AutoModelForCausalLM.from_pretrained(target)
     with torch.no_grad():
-        model.transformer.ln_f.weight[0] = float("nan")
-    model.save_pretrained(model_dir)
+        change(model)
+    model.save_pretrained(target)
+    return target
+
+
+def run_events(out: Path) -> list[dict]:
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    return [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def test_nan_logits_abort_naming_the_window(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Finite weights (the invariants guard passes) whose activations overflow to inf and nan."""
+
+    def overflow(model) -> None:
+        model.transformer.ln_f.weight[0] = 3e38
+
+    model_dir = saved_variant(tiny_model_dir, tmp_path / "overflow-model", overflow)
     out = tmp_path / "runs" / "nan"
     line = assert_refused(
         out,
         [*DEV, "--model", str(model_dir)],
-        r"non-finite loss \(nan\) in window preview/\d+; .*aborting without a report",
+        r"non-finite loss \((nan|inf)\) in window preview/\d+; .*aborting without a report",
         code=3,
     )
     assert "preview/" in line
-    run_dir = next(p for p in out.iterdir() if p.is_dir())
-    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    events = run_events(out)
     assert events[-1]["phase"] == "error" and events[-1]["level"] == "error"
+    assert not (out / "report.json").exists()
+
+
+def test_nan_weight_fails_invariants_before_scoring(tmp_path: Path, tiny_model_dir: Path) -> None:
+    def poison(model) -> None:
+        model.transformer.h[1].mlp.c_fc.weight[3, 7] = float("nan")
+
+    model_dir = saved_variant(tiny_model_dir, tmp_path / "nan-model", poison)
+    out = tmp_path / "runs" / "nan"
+    assert_refused(
+        out,
+        [*DEV, "--model", str(model_dir)],
+        r"^error: invariants guard failed before scoring: non-finite values in transformer\.h\.1\.mlp\.c_fc\.weight "
+        r"\(1 nan, 0 inf\); aborting without a report$",
+        code=3,
+    )
+    events = run_events(out)
+    phases = [e["phase"] for e in events]
+    assert phases == ["start", "load", "edit", "guards", "error"], "nothing may be scored after a failed guard"
+    guard = events[3]
+    assert guard["level"] == "error" and guard["data"]["guard"] == "invariants" and guard["data"]["passed"] is False
     assert not (out / "report.json").exists()
 
 

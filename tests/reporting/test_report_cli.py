@@ -58,7 +58,7 @@ def test_noop_subject_passes(real_runs: dict[str, Path], tmp_path: Path) -> None
     assert metric["ci"] == pytest.approx([1.0, 1.0], abs=1e-9)
     assert all(g["passed"] for g in evaluation["gates"])
     assert evaluation["pairing"]["ok"] is True
-    assert {"ratio", "ratio_ci_upper", "min_tokens", "drift", "tail_q95", "pairing", "guards"} == {
+    assert {"ratio", "ratio_ci_upper", "min_tokens", "drift", "tail_q95", "pairing", "invariants", "spectral"} == {
         g["name"] for g in evaluation["gates"]
     }
     assert (tmp_path / "reports" / "noop" / "report.json").read_bytes() == real_runs["noop"].read_bytes()
