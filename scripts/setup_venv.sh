@@ -3,5 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[hf,s3,airflow,dev]'
+bash scripts/install_provider.sh .venv/bin/python -e '.[hf,s3,airflow,dev]'
