@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from invarlock_provider.airflow.defaults import archive_conn_id, archive_target, workdir
+from invarlock_provider.airflow.defaults import archive_conn_id, archive_target, evaluation_queue, workdir
 from invarlock_provider.airflow.nightly import NightlyPlanOperator
 from invarlock_provider.airflow.operators import (
     ArchiveOperator,
@@ -38,7 +38,12 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     plan = NightlyPlanOperator(task_id="plan")
-    evaluation = {"preset": from_plan("preset"), "profile": from_plan("profile"), "output_root": str(WORKDIR / "runs")}
+    evaluation = {
+        "preset": from_plan("preset"),
+        "profile": from_plan("profile"),
+        "output_root": str(WORKDIR / "runs"),
+        "queue": evaluation_queue(),
+    }
     baseline = RunEvaluationOperator(
         task_id="evaluate_baseline", run_name="baseline", model=from_plan("baseline_model"), **evaluation
     )

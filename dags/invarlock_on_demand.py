@@ -11,7 +11,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from invarlock_provider.airflow.defaults import default_archive_target, workdir
+from invarlock_provider.airflow.defaults import default_archive_target, evaluation_queue, workdir
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
 
 WORKDIR = workdir()
@@ -49,7 +49,12 @@ with DAG(
         ),
     },
 ) as dag:
-    common = {"preset": "{{ params.preset }}", "profile": "{{ params.profile }}", "output_root": str(WORKDIR / "runs")}
+    common = {
+        "preset": "{{ params.preset }}",
+        "profile": "{{ params.profile }}",
+        "output_root": str(WORKDIR / "runs"),
+        "queue": evaluation_queue(),
+    }
     baseline = RunEvaluationOperator(
         task_id="evaluate_baseline",
         run_name="{{ params.report_name }}_baseline",

@@ -150,3 +150,13 @@ def test_gpu_routing_arguments_pass_through() -> None:
     assert (operator.queue, operator.pool) == ("gpu", "gpus")
     assert operator.executor_config["KubernetesExecutor"]["limits"] == {"nvidia.com/gpu": 1}
     assert {"preset", "model", "edit", "run_name", "output_root"} <= set(operator.template_fields)
+
+
+def test_evaluations_follow_the_evaluation_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INVARLOCK_EVALUATION_QUEUE", "gpu")
+    for name in ("invarlock_nightly", "invarlock_on_demand"):
+        queues = {task.task_id: task.queue for task in load_dag(name).tasks}
+        assert {queues["evaluate_baseline"], queues["evaluate_subject"]} == {"gpu"}
+        assert queues["build_report"] == queues["archive"] == "default"
+    monkeypatch.delenv("INVARLOCK_EVALUATION_QUEUE")
+    assert {task.queue for task in load_dag("invarlock_nightly").tasks} == {"default"}
