@@ -20,6 +20,7 @@ _COMMANDS = {
     "fetch": "invarlock_provider.cli.fetch:fetch_command",
     "ls": "invarlock_provider.cli.ls:ls_command",
     "prune": "invarlock_provider.cli.prune:prune_command",
+    "doctor": "invarlock_provider.cli.doctor:doctor_command",
 }
 
 

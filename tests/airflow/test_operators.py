@@ -114,3 +114,15 @@ def test_a_failed_evaluation_fails_the_task_and_writes_no_report(workdir: Path) 
     with pytest.raises(AirflowException, match="model path not found"):
         operator.execute(context("manual__1", "evaluate"))
     assert not list((workdir / "runs").rglob("report.json"))
+
+
+def test_doctor_checks_the_store_through_an_airflow_connection(evidence_connection, bucket: str) -> None:
+    from tests.storage.conftest import cli
+
+    conn_id = evidence_connection("amazon")
+    code, stdout, _ = cli("doctor", "--store", f"s3://{bucket}/nightly", "--conn-id", conn_id)
+    assert code == 0, stdout
+    assert f"ok    store     s3://{bucket}/nightly: reachable through connection {conn_id}" in stdout
+    assert "writable (probe written, read back and deleted" in stdout
+    code, stdout, _ = cli("doctor", "--store", f"s3://{bucket}", "--conn-id", "no_such_connection")
+    assert code == 1 and "FAIL  store" in stdout and "no_such_connection" in stdout

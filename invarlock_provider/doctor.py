@@ -1,0 +1,175 @@
+"""``invarlock doctor``: what this machine would evaluate with and where evidence would go.
+
+Every check is a line an operator can act on: a missing extra names the pip extra, an unusable
+store names the URI and the reason. The store check writes, reads back and deletes one probe
+object, because "reachable" alone has let many a nightly run fail at its last step.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider import __version__
+from invarlock_provider.errors import InvarlockError
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+PACKAGES = (
+    ("torch", "hf"),
+    ("transformers", "hf"),
+    ("tokenizers", "hf"),
+    ("datasets", "hf"),
+    ("boto3", "s3"),
+    ("apache-airflow", "airflow"),
+)
+PROBE_PREFIX = ".invarlock-doctor"
+PIP_NAME = "airflow-provider-invarlock"
+
+
+@dataclass(frozen=True)
+class Finding:
+    section: str
+    status: str
+    detail: str
+
+
+def versions() -> list[Finding]:
+    system = f"invarlock {__version__}, Python {platform.python_version()}, {platform.platform()}"
+    installed, missing = [], []
+    for package, extra in PACKAGES:
+        try:
+            installed.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            missing.append(Finding("versions", WARN, f"{package} not installed: pip install '{PIP_NAME}[{extra}]'"))
+    return [Finding("versions", OK, system), Finding("versions", OK, ", ".join(installed) or "no extras"), *missing]
+
+
+def device() -> list[Finding]:
+    try:
+        import torch
+    except ImportError:
+        return [Finding("device", WARN, f"torch not installed, no evaluations: pip install '{PIP_NAME}[hf]'")]
+    found = [Finding("device", OK, f"cpu: {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads")]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            found.append(
+                Finding(
+                    "device",
+                    OK,
+                    f"cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}, "
+                    f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}",
+                )
+            )
+    else:
+        build = f"torch built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only torch build"
+        found.append(Finding("device", OK, f"cuda: not available ({build})"))
+    mps = torch.backends.mps.is_available()
+    found.append(Finding("device", OK, f"mps: {'available' if mps else 'not available'}"))
+    return found
+
+
+def network() -> list[Finding]:
+    from invarlock_provider.evaluation.network import ALLOW_NETWORK_ENV, network_allowed
+
+    if network_allowed():
+        detail = f"hub downloads allowed ({ALLOW_NETWORK_ENV}=1): runs may fetch new revisions"
+        return [Finding("network", WARN, detail)]
+    return [Finding("network", OK, f"hub downloads off: local files and caches only ({ALLOW_NETWORK_ENV}=1 allows)")]
+
+
+def cache_dirs() -> list[Finding]:
+    from invarlock_provider.airflow.defaults import WORKDIR_ENV, workdir
+    from invarlock_provider.storage.index import default_index_path
+
+    hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    folders = {
+        "HF_HOME": hf_home,
+        "HF_HUB_CACHE": Path(os.environ.get("HF_HUB_CACHE") or hf_home / "hub"),
+        "HF_DATASETS_CACHE": Path(os.environ.get("HF_DATASETS_CACHE") or hf_home / "datasets"),
+        "archive index ($INVARLOCK_HOME)": default_index_path().parent,
+        f"DAG workdir (${WORKDIR_ENV})": workdir(),
+    }
+    return [Finding("caches", *_folder_state(label, path)) for label, path in folders.items()]
+
+
+def _folder_state(label: str, path: Path) -> tuple[str, str]:
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    free = f", {shutil.disk_usage(existing).free / 2**30:.1f} GiB free" if existing else ""
+    if path.is_dir():
+        writable = os.access(path, os.W_OK | os.X_OK)
+        return (OK if writable else WARN), f"{label}: {path} ({'writable' if writable else 'NOT writable'}{free})"
+    return OK, f"{label}: {path} (not created yet{free})"
+
+
+def store(target: str, settings: Any = None, conn_id: str | None = None) -> list[Finding]:
+    """Reachability, then a probe object written, read back and deleted under the target prefix."""
+    from invarlock_provider.cli.store_options import bundle_location
+    from invarlock_provider.storage.stores import check_store, open_store
+
+    try:
+        root, base = bundle_location(target)
+        if conn_id:
+            from invarlock_provider.errors import require
+
+            require("airflow", "airflow")
+            from invarlock_provider.airflow.hooks import EvidenceStoreHook
+
+            try:
+                settings = EvidenceStoreHook(conn_id).s3_settings
+            except Exception as exc:  # Airflow's lookup errors differ between versions and backends
+                return [Finding("store", FAIL, f"connection {conn_id}: {exc}; create it or fix --conn-id")]
+        opened = open_store(root, None if root.scheme == "file" else settings)
+        check_store(opened)
+    except InvarlockError as exc:
+        return [Finding("store", FAIL, f"{target}: not reachable: {exc}")]
+    found = [Finding("store", OK, f"{target}: reachable" + (f" through connection {conn_id}" if conn_id else ""))]
+    found.append(_probe(opened, "/".join(p for p in (base.strip("/"), PROBE_PREFIX) if p), target))
+    try:
+        lock = opened.supports_object_lock()
+    except InvarlockError as exc:
+        return [*found, Finding("store", WARN, f"object lock: cannot tell ({exc})")]
+    found.append(Finding("store", OK, f"object lock: {'enabled on the bucket' if lock else 'not available'}"))
+    return found
+
+
+def _probe(opened: Any, prefix: str, target: str) -> Finding:
+    from invarlock_provider.fileio import sha256_bytes
+
+    key = f"{prefix}/{secrets.token_hex(6)}.txt"
+    payload = f"invarlock doctor probe {time.time()}\n".encode()
+    begin = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            probe = Path(scratch) / "probe.txt"
+            probe.write_bytes(payload)
+            opened.put_file(key, probe, sha256_bytes(payload))
+        if opened.read_bytes(key) != payload:
+            return Finding("store", FAIL, f"{target}: probe object {key} read back different bytes")
+        outcome = opened.delete([key])
+    except InvarlockError as exc:
+        return Finding("store", FAIL, f"{target}: not writable: {exc}")
+    elapsed = (time.perf_counter() - begin) * 1000
+    if key in outcome.kept_locked or key in outcome.errors:
+        reason = outcome.kept_locked.get(key) or outcome.errors.get(key)
+        return Finding("store", WARN, f"{target}: writable; probe {key} could not be deleted ({reason})")
+    return Finding("store", OK, f"{target}: writable (probe written, read back and deleted in {elapsed:.0f} ms)")
+
+
+def diagnose(target: str | None, settings: Any = None, conn_id: str | None = None) -> list[Finding]:
+    findings = versions() + device() + network() + cache_dirs()
+    if target:
+        findings += store(target, settings, conn_id)
+    return findings
+
+
+def as_dicts(findings: list[Finding]) -> list[dict[str, str]]:
+    return [asdict(finding) for finding in findings]
