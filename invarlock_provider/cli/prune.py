@@ -27,6 +27,8 @@ Examples:
 \b
 Local runs are deleted only once their report.json is in an archived bundle (see the archive
 index, $INVARLOCK_HOME/archive-index.json); the newest run of every name is always kept.
+Bucket bundles: the manifest goes first, then the rest; bundles under Object Lock are kept and
+reported; the newest bundle of every report name is kept unless --keep-last 0 is given.
 """
     + ENV_HELP
 )

@@ -157,6 +157,8 @@ def plan_bundle_pruning(
     grace: timedelta,
     now: datetime,
 ) -> list[tuple[BundleSummary, PruneDecision]]:
+    """Keep the newest bundle of every report name unless an explicit ``keep_last=0`` says otherwise:
+    an age rule alone must not leave a report with no evidence at all."""
     if keep_last is None and max_age is None:
         raise BadInputError("give --keep-last N and/or --max-age DURATION")
     plan = []
@@ -167,7 +169,9 @@ def plan_bundle_pruning(
         complete = sorted((b for b in name_bundles if b.complete), key=lambda b: b.created_at, reverse=True)
         for position, bundle in enumerate(complete):
             created = bundle.created_at or now
-            if keep_last is not None and position < keep_last:
+            if keep_last is None and position == 0:
+                decision = PruneDecision(bundle.uri, False, "newest of its report name (--keep-last 0 allows it)")
+            elif keep_last is not None and position < keep_last:
                 decision = PruneDecision(bundle.uri, False, f"within the newest {keep_last}")
             elif max_age is not None and now - created < max_age:
                 decision = PruneDecision(bundle.uri, False, f"younger than {max_age}")

@@ -198,9 +198,21 @@ def test_bucket_prune_paginates_and_batches(seaweed, bucket, s3_settings) -> Non
             client.put_object(Bucket=bucket, Key=f"{base}/f{number}.json", Body=b"{}")
     store = RecordingStore(S3Store(parse_store_uri(f"s3://{bucket}/bulk"), s3_settings))
     assert len(list(store.list("bulk"))) == 1250
-    report = prune_bundles(store, "bulk", keep_last=None, max_age=timedelta(days=1), now=NOW)
+    report = prune_bundles(store, "bulk", keep_last=0, max_age=timedelta(days=1), now=NOW)
     assert report.deleted_objects == 1250 and not report.errors
     assert list(store.list("bulk")) == []
+
+
+def test_an_age_rule_alone_keeps_the_newest_bundle_of_each_name(seaweed, bucket, s3_settings) -> None:
+    client = seaweed.client()
+    for number, name in enumerate(["a", "a", "b"]):
+        created = (NOW - timedelta(days=400 - number)).isoformat()
+        manifest = {"schema_version": "invarlock.bundle/1", "files": [], "created_at": created}
+        client.put_object(Bucket=bucket, Key=f"old/{name}/ev-{number:024x}/manifest.json", Body=json.dumps(manifest))
+    store = S3Store(parse_store_uri(f"s3://{bucket}/old"), s3_settings)
+    report = prune_bundles(store, "old", keep_last=None, max_age=timedelta(days=30), now=NOW)
+    assert sorted(b.evidence_id for b in list_bundles(store, "old")) == [f"ev-{1:024x}", f"ev-{2:024x}"]
+    assert sum("newest of its report name" in d.reason for d in report.decisions) == 2
 
 
 def test_file_store_archive_verify_and_prune(reports: Path, tmp_path: Path, index_path: Path) -> None:
