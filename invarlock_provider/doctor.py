@@ -121,10 +121,8 @@ def store(target: str, settings: Any = None, conn_id: str | None = None) -> list
             from invarlock_provider.errors import require
 
             require("airflow", "airflow")
-            from invarlock_provider.airflow.hooks import EvidenceStoreHook
-
             try:
-                settings = EvidenceStoreHook(conn_id).s3_settings
+                settings = _connection_settings(conn_id)
             except Exception as exc:  # Airflow's lookup errors differ between versions and backends
                 return [Finding("store", FAIL, f"connection {conn_id}: {exc}; create it or fix --conn-id")]
         opened = open_store(root, None if root.scheme == "file" else settings)
@@ -139,6 +137,22 @@ def store(target: str, settings: Any = None, conn_id: str | None = None) -> list
         return [*found, Finding("store", WARN, f"object lock: cannot tell ({exc})")]
     found.append(Finding("store", OK, f"object lock: {'enabled on the bucket' if lock else 'not available'}"))
     return found
+
+
+def _connection_settings(conn_id: str) -> Any:
+    """The task-side lookup (environment, secrets backends), then the metadata database, which a
+    task would reach through the API server but a shell on an Airflow host reads directly."""
+    from invarlock_provider.airflow.hooks import EvidenceStoreHook, settings_from_connection
+
+    try:
+        return EvidenceStoreHook(conn_id).s3_settings
+    except Exception:
+        from airflow.secrets.metastore import MetastoreBackend
+
+        connection = MetastoreBackend().get_connection(conn_id)
+        if connection is None:
+            raise
+        return settings_from_connection(connection)
 
 
 def _probe(opened: Any, prefix: str, target: str) -> Finding:

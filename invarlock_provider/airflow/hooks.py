@@ -43,17 +43,7 @@ class EvidenceStoreHook(BaseHook):
 
         if self.conn_id is None:
             return S3Settings()
-        connection = self.get_connection(self.conn_id)
-        extra = connection.extra_dejson
-        addressing = extra.get("config_kwargs", {}).get("s3", {}).get("addressing_style")
-        return S3Settings(
-            endpoint_url=extra.get("endpoint_url") or connection.host or None,
-            region_name=extra.get("region_name"),
-            path_style=bool(extra.get("path_style")) or addressing == "path",
-            aws_access_key_id=connection.login or None,
-            aws_secret_access_key=connection.password or None,
-            aws_session_token=extra.get("aws_session_token"),
-        )
+        return settings_from_connection(self.get_connection(self.conn_id))
 
     def get_store(self, target: str) -> Any:
         from invarlock_provider.storage.stores import open_store
@@ -74,3 +64,19 @@ class EvidenceStoreHook(BaseHook):
         except InvarlockError as exc:
             return False, str(exc)
         return True, f"bucket {bucket} is reachable"
+
+
+def settings_from_connection(connection: Any) -> Any:
+    """S3 settings from an aws-style connection: keys in login/password, endpoint and style in extras."""
+    from invarlock_provider.storage.s3 import S3Settings
+
+    extra = connection.extra_dejson
+    addressing = extra.get("config_kwargs", {}).get("s3", {}).get("addressing_style")
+    return S3Settings(
+        endpoint_url=extra.get("endpoint_url") or connection.host or None,
+        region_name=extra.get("region_name"),
+        path_style=bool(extra.get("path_style")) or addressing == "path",
+        aws_access_key_id=connection.login or None,
+        aws_secret_access_key=connection.password or None,
+        aws_session_token=extra.get("aws_session_token"),
+    )

@@ -16,6 +16,8 @@ os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+# One key for this process and the `airflow` subprocesses, so secrets one writes the other reads.
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = "kKCyvymh3yT1X6eYVtiGvBaCdeYM_3-HHTCTxEZtdXs="
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -126,3 +126,27 @@ def test_doctor_checks_the_store_through_an_airflow_connection(evidence_connecti
     assert "writable (probe written, read back and deleted" in stdout
     code, stdout, _ = cli("doctor", "--store", f"s3://{bucket}", "--conn-id", "no_such_connection")
     assert code == 1 and "FAIL  store" in stdout and "no_such_connection" in stdout
+
+
+def test_doctor_reads_a_connection_kept_only_in_the_metadata_database(seaweed, bucket: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.storage.conftest import cli
+    from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+    extra = {"endpoint_url": seaweed.endpoint, "region_name": "us-east-1", "path_style": True}
+    airflow = Path(sys.executable).with_name("airflow")
+    add = [str(airflow), "connections", "add", "evidence_in_db", "--conn-type", "invarlock_evidence"]
+    subprocess.run(
+        [*add, "--conn-login", ACCESS_KEY, "--conn-password", SECRET_KEY, "--conn-extra", json.dumps(extra)],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ),
+    )
+    code, stdout, _ = cli("doctor", "--store", f"s3://{bucket}/nightly", "--conn-id", "evidence_in_db")
+    assert code == 0, stdout
+    assert "reachable through connection evidence_in_db" in stdout and "writable (probe written" in stdout
