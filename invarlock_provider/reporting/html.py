@@ -208,20 +208,7 @@ def _guard_section(evaluation: dict[str, Any]) -> list[str]:
         metrics = guard.get("metrics") or {}
         if guard.get("name") == "invariants" and metrics.get("checks"):
             parts.append("<h3>Invariants: subject vs baseline</h3>")
-            parts.append(
-                _table(
-                    ("field", "subject", "baseline", "result"),
-                    (
-                        (
-                            _cell(f"<code>{esc(c.get('field'))}</code>"),
-                            _cell(f"<code>{esc(c.get('subject'))}</code>"),
-                            _cell(f"<code>{esc(c.get('baseline'))}</code>"),
-                            _cell("equal" if c.get("ok") else "DIFFERENT", "ok" if c.get("ok") else "bad"),
-                        )
-                        for c in metrics["checks"]
-                    ),
-                )
-            )
+            parts.append(_comparison_table(metrics["checks"]))
         if guard.get("name") == "spectral" and metrics.get("modules"):
             caps = ((evaluation.get("policy") or {}).get("guards") or {}).get("spectral") or {}
             rows = metrics["modules"]
@@ -254,6 +241,25 @@ def _guard_section(evaluation: dict[str, Any]) -> list[str]:
                 f"<p>{min(len(rows), SPECTRAL_TABLE_ROWS)} of {len(rows)} modules shown, largest change first.</p>"
             )
     return parts
+
+
+def _comparison_table(checks: Iterable[dict[str, Any]]) -> str:
+    """Subject and baseline values side by side, for pairing and invariants checks alike."""
+    return _table(
+        ("field", "subject", "baseline", "result"),
+        (
+            (
+                _cell(f"<code>{esc(c.get('field'))}</code>"),
+                _cell(f"<code>{esc(c.get('subject'))}</code>"),
+                _cell(f"<code>{esc(c.get('baseline'))}</code>"),
+                _cell(
+                    "equal" if c.get("ok") else f"DIFFERENT {esc(c.get('detail', ''))}".strip(),
+                    "ok" if c.get("ok") else "bad",
+                ),
+            )
+            for c in checks
+        ),
+    )
 
 
 def _capped(row: dict[str, Any]) -> str:
@@ -339,23 +345,7 @@ def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunRep
         )
 
     parts.append("<h2>Pairing checks</h2>")
-    parts.append(
-        _table(
-            ("field", "subject", "baseline", "result"),
-            (
-                (
-                    _cell(f"<code>{esc(c.get('field'))}</code>"),
-                    _cell(f"<code>{esc(c.get('subject'))}</code>"),
-                    _cell(f"<code>{esc(c.get('baseline'))}</code>"),
-                    _cell(
-                        "equal" if c.get("ok") else f"DIFFERENT {esc(c.get('detail', ''))}",
-                        "ok" if c.get("ok") else "bad",
-                    ),
-                )
-                for c in evaluation.get("pairing", {}).get("checks", [])
-            ),
-        )
-    )
+    parts.append(_comparison_table(evaluation.get("pairing", {}).get("checks", [])))
 
     parts.append("<h2>Provenance</h2>")
     parts.append(_table(("", "subject", "baseline"), _provenance_rows(evaluation, subject, baseline)))
