@@ -2,7 +2,8 @@
 the baseline and archived; archived scratch runs are pruned at the end.
 
 Subjects are mapped at run time from the YAML, so adding one needs no DAG change. Runs with no
-configuration on the embedded tiny model and a local evidence folder ($INVARLOCK_WORKDIR).
+configuration on the embedded tiny model and a local evidence folder ($INVARLOCK_WORKDIR). The
+archive target is this DAG's Asset outlet; $INVARLOCK_OBJECT_LOCK_DAYS locks the evidence there.
 """
 
 from __future__ import annotations
@@ -11,16 +12,26 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from invarlock_provider.airflow.defaults import archive_conn_id, archive_target, evaluation_queue, workdir
+from invarlock_provider.airflow.defaults import (
+    archive_conn_id,
+    archive_target,
+    evaluation_pool,
+    evaluation_queue,
+    object_lock_days,
+    object_lock_mode,
+    workdir,
+)
 from invarlock_provider.airflow.nightly import NightlyPlanOperator
 from invarlock_provider.airflow.operators import (
     ArchiveOperator,
     BuildReportOperator,
     PruneRunsOperator,
     RunEvaluationOperator,
+    evidence_outlets,
 )
 
 WORKDIR = workdir()
+ARCHIVE_TARGET = archive_target()
 
 
 def from_plan(key: str) -> str:
@@ -43,6 +54,7 @@ with DAG(
         "profile": from_plan("profile"),
         "output_root": str(WORKDIR / "runs"),
         "queue": evaluation_queue(),
+        "pool": evaluation_pool(),
     }
     baseline = RunEvaluationOperator(
         task_id="evaluate_baseline", run_name="baseline", model=from_plan("baseline_model"), **evaluation
@@ -52,12 +64,17 @@ with DAG(
         task_id="build_report",
         baseline=baseline.output,
         tier=from_plan("tier"),
+        tiers_path=from_plan("tiers"),
         reports_root=str(WORKDIR / "reports"),
     ).expand(subject=subjects.output)
     archives = ArchiveOperator.partial(
         task_id="archive",
-        target=archive_target(),  # also this DAG's Asset outlet, so it is known when the DAG is parsed
+        target=ARCHIVE_TARGET,
+        # Declared here: a mapped operator's __init__ (which adds it when unmapped) never runs at parse time.
+        outlets=evidence_outlets(ARCHIVE_TARGET),
         conn_id=archive_conn_id(),
+        object_lock_days=object_lock_days(),
+        lock_mode=object_lock_mode(),
     ).expand(report_dir=reports.output)
     prune = PruneRunsOperator(
         task_id="prune_runs",

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from invarlock_provider.airflow.defaults import default_archive_target, evaluation_queue, workdir
+from invarlock_provider.airflow.defaults import default_archive_target, evaluation_pool, evaluation_queue, workdir
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
 
 WORKDIR = workdir()
@@ -54,6 +54,7 @@ with DAG(
         "profile": "{{ params.profile }}",
         "output_root": str(WORKDIR / "runs"),
         "queue": evaluation_queue(),
+        "pool": evaluation_pool(),
     }
     baseline = RunEvaluationOperator(
         task_id="evaluate_baseline",
@@ -81,5 +82,5 @@ with DAG(
         report_dir=report.output,
         target="{{ params.archive_target }}",
         conn_id="{{ params.archive_conn_id }}",
-        outlets=[],
+        outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare
     )

@@ -187,6 +187,21 @@ def worker_queues(service: dict) -> list[str]:
     raise AssertionError(f"worker listens on no explicit queue: {words}")
 
 
+def worker_concurrency(service: dict) -> int | None:
+    """The worker's --concurrency (-c); None: Celery's default ([celery] worker_concurrency, 16)."""
+    words = command(service)
+    for flag in ("--concurrency", "-c"):
+        if flag in words:
+            return int(words[words.index(flag) + 1])
+    return None
+
+
+def volume_at(service: dict, path: str) -> str | None:
+    """The volume that holds path in the service: the mount with the longest target above it."""
+    above = [target for target in mounts(service) if Path(path).is_relative_to(target)]
+    return mounts(service)[max(above, key=len)] if above else None
+
+
 def gpu_requests(service: dict) -> list[dict]:
     devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     return [d for d in devices if d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])]
@@ -237,6 +252,9 @@ def test_airflow_services_share_one_configuration(services: dict[str, dict]) -> 
         "INVARLOCK_EVALUATION_QUEUE",
         "INVARLOCK_ARCHIVE_URI",
         "INVARLOCK_ARCHIVE_CONN_ID",
+        "INVARLOCK_OBJECT_LOCK_DAYS",
+        "INVARLOCK_OBJECT_LOCK_MODE",
+        "HF_HOME",
         CONN_ENV,
     )
     for key in shared:
@@ -263,6 +281,39 @@ def test_gpu_worker_reserves_gpus_and_serves_the_evaluation_queue(services: dict
     evaluation_queue = gpu["environment"]["INVARLOCK_EVALUATION_QUEUE"]
     assert worker_queues(gpu) == [evaluation_queue] == ["gpu"]
     assert worker_queues(cpu) == ["default"]  # Airflow's [operators] default_queue: every other task
+    # Every evaluation uses cuda:0: one at a time per GPU worker, not Celery's default of 16.
+    assert worker_concurrency(gpu) == 1
+
+
+@needs_compose
+def test_workers_keep_the_hugging_face_cache_on_a_named_volume(rendered: dict, services: dict[str, dict]) -> None:
+    workers = ("airflow-worker-cpu", "airflow-worker-gpu")
+    hf_home = services["airflow-worker-gpu"]["environment"]["HF_HOME"]
+    assert hf_home == dockerfile_env()["HF_HOME"]  # created in the image, so the volume is writable
+    volumes = {volume_at(services[name], hf_home) for name in workers}
+    assert len(volumes) == 1, volumes
+    volume = volumes.pop()
+    assert volume in rendered["volumes"], f"{volume} is not a named volume"
+    for name in workers:
+        assert services[name]["environment"]["HF_HOME"] == hf_home
+        assert "HF_HUB_CACHE" not in services[name]["environment"]  # would move the hub cache off HF_HOME
+
+
+@needs_compose
+def test_nightly_evidence_is_locked_in_the_object_lock_bucket(
+    services: dict[str, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from invarlock_provider.airflow.defaults import object_lock_days, object_lock_mode
+
+    env = services["airflow-worker-cpu"]["environment"]
+    assert env["INVARLOCK_OBJECT_LOCK_DAYS"] == "365"
+    assert env["INVARLOCK_OBJECT_LOCK_MODE"] == "GOVERNANCE"
+    monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_DAYS", env["INVARLOCK_OBJECT_LOCK_DAYS"])
+    monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_MODE", env["INVARLOCK_OBJECT_LOCK_MODE"])
+    assert (object_lock_days(), object_lock_mode()) == (365, "GOVERNANCE")  # what the nightly DAG reads
+    # ... in the bucket objectstore-init creates with Object Lock (the archive refuses to lock elsewhere).
+    assert "--with-lock" in command(services["objectstore-init"])
+    assert urlsplit(env["INVARLOCK_ARCHIVE_URI"]).netloc == command(services["objectstore-init"])[-1].split("/")[1]
 
 
 @needs_compose

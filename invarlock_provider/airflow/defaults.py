@@ -4,8 +4,11 @@
 the DAGs run with no configuration at all. ``INVARLOCK_ARCHIVE_URI`` (``s3://BUCKET/PREFIX``) and
 ``INVARLOCK_ARCHIVE_CONN_ID`` point the nightly archive at a bucket, and
 ``INVARLOCK_EVALUATION_QUEUE`` sends the evaluation tasks (the only ones that need a GPU) to the
-workers listening on that queue. These are read when a DAG
-file is parsed, which is why they are environment variables and not files.
+workers listening on that queue; ``INVARLOCK_EVALUATION_POOL`` puts them in an Airflow pool (create
+it first), to cap how many evaluate at once across workers. ``INVARLOCK_OBJECT_LOCK_DAYS`` and
+``INVARLOCK_OBJECT_LOCK_MODE`` lock the nightly evidence in an Object Lock bucket. These are read
+when a DAG file is parsed, which is why they are environment variables and not files; a bad value
+fails the parse with a one-line error that names the variable.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from invarlock_provider.errors import BadInputError
+
 WORKDIR_ENV = "INVARLOCK_WORKDIR"
+OBJECT_LOCK_DAYS_ENV = "INVARLOCK_OBJECT_LOCK_DAYS"
+OBJECT_LOCK_MODE_ENV = "INVARLOCK_OBJECT_LOCK_MODE"
+# storage.archive.LOCK_MODES, not imported: that module pulls numpy into every parse of the DAG files.
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+# Airflow's built-in pool; unlike the default queue, its name is not configurable.
+DEFAULT_POOL = "default_pool"
 
 
 def workdir() -> Path:
@@ -37,3 +48,30 @@ def evaluation_queue() -> str:
     from airflow.configuration import conf
 
     return os.environ.get("INVARLOCK_EVALUATION_QUEUE") or conf.get("operators", "default_queue")
+
+
+def evaluation_pool() -> str:
+    """Pool of the evaluation tasks; Airflow's default pool when unset."""
+    return os.environ.get("INVARLOCK_EVALUATION_POOL") or DEFAULT_POOL
+
+
+def object_lock_days() -> int | None:
+    """Days the nightly archive locks evidence for; None (no lock) when unset."""
+    raw = os.environ.get(OBJECT_LOCK_DAYS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        days = int(raw)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise BadInputError(f"{OBJECT_LOCK_DAYS_ENV} must be a positive integer (days), not {raw!r}")
+    return days
+
+
+def object_lock_mode() -> str:
+    """GOVERNANCE (privileged users may still delete) unless COMPLIANCE is asked for."""
+    mode = os.environ.get(OBJECT_LOCK_MODE_ENV, "").strip().upper() or "GOVERNANCE"
+    if mode not in LOCK_MODES:
+        raise BadInputError(f"{OBJECT_LOCK_MODE_ENV} must be one of {', '.join(LOCK_MODES)}, not {mode!r}")
+    return mode

@@ -18,7 +18,10 @@ TIERS = ("balanced", "conservative", "aggressive")
 
 
 def load_plan(path: Path | None = None) -> dict[str, Any]:
-    """Validated plan: preset, profile, tier, baseline model, subjects (run kwargs), archive, retention."""
+    """Validated plan: preset, profile, tier, tiers file, baseline model, subjects (run kwargs), retention.
+
+    A relative ``tiers`` path is relative to the plan file, not to the worker's working directory.
+    """
     path = path or plan_path()
     raw = load_yaml_mapping(path)
     profile = raw.get("profile")
@@ -27,6 +30,16 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
     tier = raw.get("tier", "balanced")
     if tier not in TIERS:
         raise BadInputError(f"{path}: tier must be one of {', '.join(TIERS)}")
+    tiers = raw.get("tiers")
+    if tiers is not None:
+        if not isinstance(tiers, str) or not tiers:
+            raise BadInputError(f"{path}: tiers must be the path of a tiers.yaml")
+        tiers = str((path.parent / Path(tiers).expanduser()).resolve())
+        if not Path(tiers).is_file():
+            raise BadInputError(f"{path}: tiers file {tiers} does not exist")
+        from invarlock_provider.reporting.policy import load_tier
+
+        load_tier(tier, Path(tiers))  # a bad file fails the plan, not the reports after hours of evaluation
     entries = raw.get("subjects")
     if not isinstance(entries, list) or not entries:
         raise BadInputError(f"{path}: subjects must be a non-empty list")
@@ -47,6 +60,7 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
         "preset": raw.get("preset"),
         "profile": profile,
         "tier": tier,
+        "tiers": tiers,
         "baseline_model": (raw.get("baseline") or {}).get("model"),
         "subjects": subjects,
         "retention_keep_last": retention.get("keep_last"),

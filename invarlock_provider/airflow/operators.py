@@ -33,6 +33,19 @@ def airflow_run_dir_name(context: Any) -> str:
     return f"{when:%Y%m%d_%H%M%S}_{suffix:02d}"
 
 
+def evidence_outlets(target: str) -> list[Asset]:
+    """The Asset an archive target is, for a task's ``outlets``; none for a templated target.
+
+    Airflow records outlets when it parses a DAG, before templates render, and never runs a mapped
+    operator's ``__init__`` then, so a mapped archive task passes this to ``.partial(outlets=...)``;
+    ArchiveOperator uses the same function, so both declare one Asset per target.
+    """
+    if "{{" in target:
+        return []
+    uri = Asset(uri=target).uri  # Airflow's normal form (no trailing slash), so one name per location
+    return [Asset(name=f"invarlock-evidence:{uri}", uri=uri)]
+
+
 def _report_path(value: Any) -> str:
     """Accept a path, or the XCom dict RunEvaluationOperator returns."""
     if isinstance(value, dict):
@@ -167,9 +180,13 @@ def _own_finished_run(run_dir: Path, airflow_run_id: str) -> dict[str, Any] | No
 
 class BuildReportOperator(BaseOperator):
     """Pair a subject with its baseline (``invarlock report``) into reports/<report_name>/
-    (default: the subject's run name and the tier, e.g. ``quant8_balanced``)."""
+    (default: the subject's run name and the tier, e.g. ``quant8_balanced``).
 
-    template_fields: Sequence[str] = ("subject", "baseline", "report_name", "reports_root", "tier")
+    ``tiers_path`` is a tiers.yaml with the team's own limits (``invarlock report --tiers``); empty
+    or None: the bundled configs/tiers.yaml. The resolved limits are in the evaluation's ``policy``.
+    """
+
+    template_fields: Sequence[str] = ("subject", "baseline", "report_name", "reports_root", "tier", "tiers_path")
     operator_extra_links = (EvidenceLink(),)
 
     def __init__(
@@ -180,6 +197,7 @@ class BuildReportOperator(BaseOperator):
         report_name: str | None = None,
         reports_root: str = "reports",
         tier: str = "balanced",
+        tiers_path: str | None = None,
         html: bool = True,
         copy_baseline: bool = True,
         with_events: bool = True,
@@ -192,6 +210,7 @@ class BuildReportOperator(BaseOperator):
         self.report_name = report_name
         self.reports_root = reports_root
         self.tier = tier
+        self.tiers_path = tiers_path
         self.html = html
         self.copy_baseline = copy_baseline
         self.with_events = with_events
@@ -212,9 +231,8 @@ class BuildReportOperator(BaseOperator):
             name = self.report_name or f"{run_name(subject.path)}_{self.tier}"
             output = Path(self.reports_root) / check_segment(name, "report_name")
             baseline = load_run_report(resolve_report(_report_path(self.baseline)), "baseline")
-            target, evaluation = write_evaluation(
-                output, subject, baseline, load_tier(self.tier), copy_baseline=self.copy_baseline
-            )
+            policy = load_tier(self.tier, Path(self.tiers_path) if self.tiers_path else None)
+            target, evaluation = write_evaluation(output, subject, baseline, policy, copy_baseline=self.copy_baseline)
             if self.with_events:
                 copy_run_events(subject.path.parent, output)
             if self.html:
@@ -238,7 +256,12 @@ class BuildReportOperator(BaseOperator):
 
 
 class ArchiveOperator(BaseOperator):
-    """Archive a reports folder (``invarlock archive``), then apply retention (``invarlock prune``)."""
+    """Archive a reports folder (``invarlock archive``), then apply retention (``invarlock prune``).
+
+    A static ``target`` is also the task's Asset outlet (:func:`evidence_outlets`; pass it to
+    ``.partial(outlets=...)`` when mapping). ``object_lock_days`` locks every archived object for
+    that many days in ``lock_mode`` (GOVERNANCE or COMPLIANCE); the bucket needs Object Lock.
+    """
 
     template_fields: Sequence[str] = ("report_dir", "target", "conn_id", "runs_root", "max_age", "bucket_max_age")
     operator_extra_links = (EvidenceLink(),)
@@ -259,8 +282,8 @@ class ArchiveOperator(BaseOperator):
         index_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if "{{" not in target and "outlets" not in kwargs:
-            kwargs["outlets"] = [Asset(name=f"invarlock-evidence:{target}", uri=target)]
+        if "outlets" not in kwargs:
+            kwargs["outlets"] = evidence_outlets(target)
         super().__init__(**kwargs)
         self.report_dir = report_dir
         self.target = target

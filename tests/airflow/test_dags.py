@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,138 @@ def test_evaluations_follow_the_evaluation_queue(monkeypatch: pytest.MonkeyPatch
         assert queues["build_report"] == queues["archive"] == "default"
     monkeypatch.delenv("INVARLOCK_EVALUATION_QUEUE")
     assert {task.queue for task in load_dag("invarlock_nightly").tasks} == {"default"}
+
+
+def test_evaluations_use_the_evaluation_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INVARLOCK_EVALUATION_POOL", "gpus")
+    for name in ("invarlock_nightly", "invarlock_on_demand"):
+        pools = {task.task_id: task.pool for task in load_dag(name).tasks}
+        assert {pools["evaluate_baseline"], pools["evaluate_subject"]} == {"gpus"}
+        assert pools["build_report"] == pools["archive"] == "default_pool"
+    monkeypatch.delenv("INVARLOCK_EVALUATION_POOL")
+    assert {task.pool for task in load_dag("invarlock_nightly").tasks} == {"default_pool"}
+
+
+def registered_outlets(name: str) -> list[tuple[str, str, str]]:
+    """(task, asset name, asset URI) as the DAG processor registers them: from the serialized DAG,
+    where a mapped task has only what .partial() was given."""
+    from airflow.dag_processing.collection import _get_dag_assets
+    from airflow.serialization.definitions.assets import SerializedAsset
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+
+    serialized = LazyDeserializedDAG.from_dag(load_dag(name))
+    return [
+        (task_id, asset.name, asset.uri)
+        for task_id, asset in _get_dag_assets(serialized, SerializedAsset, inlets=False, outlets=True)
+    ]
+
+
+def asset_events(dag_run) -> list[tuple[str, str]]:
+    """(task, asset URI) of the asset events a DAG run's tasks emitted."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == dag_run.run_id)).all()
+        return sorted((event.source_task_id, event.asset.uri) for event in events)
+
+
+@pytest.mark.parametrize("target", ["s3://evidence/nightly/", None])
+def test_the_nightly_archive_target_is_an_asset_when_the_dag_is_parsed(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, target: str | None
+) -> None:
+    if target:
+        monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", target)
+    uri = "s3://evidence/nightly" if target else (workdir / "evidence").resolve().as_uri()
+    assert registered_outlets("invarlock_nightly") == [("archive", f"invarlock-evidence:{uri}", uri)]
+    # The on-demand target is a Param: known only when a run starts, so no Asset is declared.
+    assert registered_outlets("invarlock_on_demand") == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("INVARLOCK_OBJECT_LOCK_DAYS", "a year", "INVARLOCK_OBJECT_LOCK_DAYS must be a positive integer"),
+        ("INVARLOCK_OBJECT_LOCK_DAYS", "0", "INVARLOCK_OBJECT_LOCK_DAYS must be a positive integer"),
+        ("INVARLOCK_OBJECT_LOCK_MODE", "STRICT", "INVARLOCK_OBJECT_LOCK_MODE must be one of GOVERNANCE, COMPLIANCE"),
+    ],
+)
+def test_a_bad_object_lock_setting_fails_the_parse_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    from invarlock_provider.errors import BadInputError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(BadInputError, match=message):
+        load_dag("invarlock_nightly")
+
+
+def test_object_lock_settings_reach_the_nightly_archive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from invarlock_provider.airflow import defaults
+    from invarlock_provider.storage.archive import LOCK_MODES
+
+    assert defaults.LOCK_MODES == LOCK_MODES  # a copy, so the DAG files need not import storage
+    archive = load_dag("invarlock_nightly").get_task("archive")
+    assert (archive.partial_kwargs["object_lock_days"], archive.partial_kwargs["lock_mode"]) == (None, "GOVERNANCE")
+    monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_DAYS", "365")
+    monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_MODE", "compliance")
+    archive = load_dag("invarlock_nightly").get_task("archive")
+    assert (archive.partial_kwargs["object_lock_days"], archive.partial_kwargs["lock_mode"]) == (365, "COMPLIANCE")
+
+
+def test_the_nightly_plan_checks_its_tiers_file(tmp_path: Path) -> None:
+    from invarlock_provider.airflow.nightly import load_plan
+    from invarlock_provider.errors import BadInputError
+
+    plan = tmp_path / "plans" / "nightly.yaml"
+    plan.parent.mkdir()
+    subjects = "subjects:\n  - {name: quant8, edit: quant8}\n"
+    plan.write_text(subjects)
+    assert load_plan(plan)["tiers"] is None
+    plan.write_text(f"tiers: team-tiers.yaml\n{subjects}")
+    with pytest.raises(BadInputError, match=r"nightly.yaml: tiers file .*/plans/team-tiers.yaml does not exist"):
+        load_plan(plan)
+    (tmp_path / "plans" / "team-tiers.yaml").write_text("schema_version: invarlock.tiers/1\ntiers: {}\n")
+    with pytest.raises(BadInputError, match=r"team-tiers\.yaml: no tier 'balanced'"):
+        load_plan(plan)  # checked when the plan is read, not after the evaluations
+    shutil.copy(REPO / "configs" / "tiers.yaml", tmp_path / "plans" / "team-tiers.yaml")
+    assert load_plan(plan)["tiers"] == str((tmp_path / "plans" / "team-tiers.yaml").resolve())
+
+
+@pytest.mark.slow
+def test_nightly_dag_locks_its_evidence_and_judges_by_its_tiers_file(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seaweed, locked_bucket: str, evidence_connection
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    tiers = yaml.safe_load((REPO / "configs" / "tiers.yaml").read_text())
+    tiers["tiers"]["balanced"]["ratio_limit"] = 1.5
+    (tmp_path / "team-tiers.yaml").write_text(yaml.safe_dump(tiers))
+    config = tmp_path / "nightly.yaml"
+    config.write_text(
+        "preset: causal_lm/tiny_pydocs_128\nprofile: dev\ntier: balanced\ntiers: team-tiers.yaml\n"
+        "subjects:\n  - {name: quant8, edit: quant8}\n"
+    )
+    monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", str(config))
+    monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", f"s3://{locked_bucket}/nightly")
+    monkeypatch.setenv("INVARLOCK_ARCHIVE_CONN_ID", evidence_connection("flag"))
+    monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_DAYS", "2")
+    started = datetime.now(UTC)
+    dag_run = load_dag("invarlock_nightly").test(logical_date=None)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert asset_events(dag_run) == [("archive", f"s3://{locked_bucket}/nightly")]  # the declared outlet
+
+    evaluation = json.loads((workdir / "reports" / "quant8_balanced" / "evaluation.report.json").read_text())
+    assert evaluation["policy"]["tier"] == "balanced"
+    assert evaluation["policy"]["ratio_limit"] == 1.5  # the bundled balanced tier says 1.10
+    client = seaweed.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=locked_bucket, Prefix="nightly/")["Contents"]]
+    assert any(key.endswith("/manifest.json") for key in keys), keys
+    for key in keys:
+        head = client.head_object(Bucket=locked_bucket, Key=key)
+        assert head["ObjectLockMode"] == "GOVERNANCE", key
+        retain_until = head["ObjectLockRetainUntilDate"]
+        assert started + timedelta(days=2) <= retain_until <= datetime.now(UTC) + timedelta(days=2, seconds=5), key
