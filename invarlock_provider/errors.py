@@ -30,7 +30,11 @@ def require(module: str, extra: str) -> None:
     """Import check with a fix-it message, for the first heavy import of a command."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder refused it, or a half-imported module without a spec
+        found = False
+    if not found:
         raise MissingExtraError(module, extra)
 
 

@@ -12,9 +12,13 @@ from invarlock_provider.cli.store_options import ENV_HELP, bundle_location, s3_s
 EXAMPLE = (
     """
 \b
-Example:
+Examples:
   invarlock fetch s3://evidence/nightly/quant8_balanced/ev-0123456789abcdef01234567 --to audit/
+  invarlock fetch file:///srv/evidence/quant8_balanced/ev-0123456789abcdef01234567 --to audit/
   invarlock verify audit/
+\b
+Files are downloaded next to --to and moved into place only when every one matches the
+manifest; a failed fetch (exit 1) leaves --to as it was.
 """
     + ENV_HELP
 )
@@ -33,8 +37,10 @@ def fetch_command(
     from invarlock_provider.storage.archive import fetch_bundle
     from invarlock_provider.storage.stores import open_store
 
-    if target.exists() and any(target.iterdir()):
-        raise BadInputError(f"--to {target}: folder is not empty")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise BadInputError(f"--to {target}: not an empty folder")
+    if target.resolve() == Path.cwd().resolve():  # the checked bundle replaces --to, which must not be our cwd
+        raise BadInputError(f"--to {target}: the current folder cannot be replaced; name a new folder")
     root, base = bundle_location(bundle_uri)
     fetch_bundle(open_store(root, s3_settings(endpoint_url, region, path_style)), base, target, strict=True)
     click.echo(f"fetched {bundle_uri} -> {target} (all files match the manifest); next: invarlock verify {target}")

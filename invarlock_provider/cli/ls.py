@@ -15,6 +15,7 @@ EXAMPLE = (
 Examples:
   invarlock ls s3://evidence/nightly
   invarlock ls s3://evidence/nightly/quant8_balanced --json
+  invarlock ls file:///srv/evidence/quant8_balanced   # a file:// folder works like a bucket prefix
 """
     + ENV_HELP
 )

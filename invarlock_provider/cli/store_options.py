@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from invarlock_provider.storage.uri import StoreURI, parse_store_uri
+from invarlock_provider.storage.uri import StoreURI, parse_store_uri, split_folder
 
 DEFAULT_ARCHIVE_ENV = "INVARLOCK_ARCHIVE_URI"
 ENV_HELP = """
@@ -45,11 +45,16 @@ def default_archive_uri() -> str:
 
 
 def bundle_location(text: str) -> tuple[StoreURI, str]:
-    """A URI that names a bundle (or a prefix) -> (store root URI, key of the bundle under it)."""
+    """A URI that names a bundle (or a prefix) -> (store root URI, key of the bundle under it).
+
+    A file:// store keeps the named folder as its prefix: it is the folder checked for writes and
+    the one pruning never removes, while keys (the report name included) are relative to its parent.
+    """
     uri = parse_store_uri(text)
     if uri.scheme == "s3":
         return StoreURI("s3", uri.bucket, ""), uri.prefix
-    return uri, ""
+    folder = split_folder(uri)
+    return folder, folder.prefix
 
 
 def is_store_uri(text: str) -> bool:

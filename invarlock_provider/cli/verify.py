@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,12 @@ Examples:
   invarlock verify reports/quant8_balanced
   invarlock verify audit/                         # a fetched bundle: manifest + evaluation
   invarlock verify s3://evidence/nightly/quant8_balanced/ev-0123456789abcdef01234567 --json
+  invarlock verify s3://evidence/nightly          # every complete bundle under the prefix
+  invarlock verify file:///srv/evidence/quant8_balanced
+\b
+A URI that does not end in an evidence id is a prefix: one line per bundle and a total; exit 0
+only if every complete bundle verified, 1 if any failed, 2 if there was none. Incomplete bundles
+(no manifest.json) are listed, not verified.
 """
     + ENV_HELP
 )
@@ -25,20 +32,25 @@ Examples:
 
 @click.command("verify", epilog=EXAMPLE)
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="Print every check as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print every check as JSON (a list for a prefix).")
 @store_options
 @reports_errors
 def verify_command(target: str, as_json: bool, endpoint_url: str | None, region: str | None, path_style: bool) -> None:
-    """Recompute digests, pairing, ratio, gates and verdict of an evidence folder or bundle URI."""
+    """Recompute digests, pairing, ratio, gates and verdict of an evidence folder, bundle URI or prefix."""
     from invarlock_provider.reporting.verify import MalformedEvidenceError, verify_path
     from invarlock_provider.storage.archive import verify_bundle_folder, verify_remote_bundle
     from invarlock_provider.storage.bundle import MANIFEST_FILE
+    from invarlock_provider.storage.uri import is_bundle_key
 
     if is_store_uri(target):
         from invarlock_provider.storage.stores import open_store
 
         root, base = bundle_location(target)
-        result = verify_remote_bundle(open_store(root, s3_settings(endpoint_url, region, path_style)), base, target)
+        store = open_store(root, s3_settings(endpoint_url, region, path_style))
+        if not is_bundle_key(base):
+            _verify_prefix(store, base, target, as_json)
+            return
+        result = verify_remote_bundle(store, base, target)
     else:
         path = Path(target)
         if not path.exists():
@@ -51,9 +63,51 @@ def verify_command(target: str, as_json: bool, endpoint_url: str | None, region:
         for check in result.checks:
             if not check.ok:
                 click.echo(f"FAIL {check.name}: {check.detail}")
-        failed = sum(not c.ok for c in result.checks)
-        status = "consistent" if result.ok else f"{failed} of {len(result.checks)} checks FAILED"
-        verdict = f", verdict {result.verdict}" if result.verdict else ""
-        click.echo(f"{result.path}: {result.kind} {status}{verdict}")
+        click.echo(_summary(result))
     if not result.ok:
+        sys.exit(1)
+
+
+def _summary(result: Any, *, name_failures: bool = False) -> str:
+    failed = [c.name for c in result.checks if not c.ok]
+    status = "consistent" if result.ok else f"{len(failed)} of {len(result.checks)} checks FAILED"
+    if failed and name_failures:
+        status += f" ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})"
+    verdict = f", verdict {result.verdict}" if result.verdict else ""
+    return f"{result.path}: {result.kind} {status}{verdict}"
+
+
+def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool) -> None:
+    """Every bundle under a prefix, as `ls` lists them: one line each, then a total."""
+    from invarlock_provider.reporting.verify import MalformedEvidenceError
+    from invarlock_provider.storage.archive import verify_bundles
+    from invarlock_provider.storage.stores import check_store
+
+    if store.uri.scheme == "s3":
+        check_store(store)
+    outcomes = verify_bundles(store, prefix)
+    if not outcomes:
+        raise MalformedEvidenceError(f"{target}: no bundles under this prefix, nothing to verify")
+    verified = [result for _, result in outcomes if result is not None]
+    failed = sum(not result.ok for result in verified)
+    if as_json:
+        rows = [
+            {**result.as_dict(), "complete": True}
+            if result is not None
+            else {"path": bundle.uri, "kind": "bundle", "complete": False, "ok": None, "verdict": None, "checks": []}
+            for bundle, result in outcomes
+        ]
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for bundle, result in outcomes:
+            line = _summary(result, name_failures=True) if result else f"{bundle.uri}: bundle INCOMPLETE (no manifest)"
+            click.echo(line)
+        incomplete = len(outcomes) - len(verified)
+        click.echo(
+            f"{len(outcomes)} bundles: {len(verified) - failed} consistent, {failed} FAILED, "
+            f"{incomplete} incomplete (not verified)"
+        )
+    if not verified:
+        raise MalformedEvidenceError(f"{target}: only incomplete bundles, nothing to verify (re-run the archive)")
+    if failed:
         sys.exit(1)

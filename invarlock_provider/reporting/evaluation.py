@@ -155,10 +155,17 @@ def content_digest(evaluation: dict[str, Any]) -> str:
 
 
 def _reference(report: RunReport, location: Path, output_dir: Path) -> dict[str, Any]:
-    meta = report.data["meta"]
     return {
         "path": Path(os.path.relpath(location.resolve(), output_dir.resolve())).as_posix(),
         "sha256": report.sha256,
+        **reference_fields(report),
+    }
+
+
+def reference_fields(report: RunReport) -> dict[str, Any]:
+    """What an evaluation says about a run besides where it is and its sha256; verify recomputes these."""
+    meta = report.data["meta"]
+    return {
         "run_id": report.run_id,
         "model_id": meta.get("model_id"),
         "weights_digest": meta.get("weights_digest"),

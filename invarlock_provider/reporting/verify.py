@@ -1,9 +1,10 @@
 """Offline verification of evidence: recompute everything a verdict rests on.
 
 An auditor runs this years later with only this package: it checks the evaluation's own content
-digest, the sha256 of both referenced run reports, the policy digest of the stored snapshot, and
-then recomputes pairing, the ratio, its interval, every gate and the verdict from the stored
-per-window values. Anything that does not match is a named failed check.
+digest, the sha256 of both referenced run reports and what the evaluation says about each (run id,
+model, weights digest, edit), the policy digest of the stored snapshot, and then recomputes
+pairing, the ratio, its interval, every gate and the verdict from the stored per-window values.
+Anything that does not match is a named failed check.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from invarlock_provider.reporting.evaluation import (
     EVALUATION_SCHEMA,
     build_evaluation,
     content_digest,
+    reference_fields,
 )
 from invarlock_provider.reporting.policy import TierPolicy, policy_digest
 from invarlock_provider.reporting.run_report import RunReport, parse_run_report
@@ -166,10 +168,24 @@ def _check_reference(folder: Path, role: str, reference: dict[str, Any], result:
         return None
     result.add(name, True, f"{found.relative_to(folder) if found.is_relative_to(folder) else found}")
     try:
-        return parse_run_report(raw, found, role)
+        report = parse_run_report(raw, found, role)
     except BadInputError as exc:
         result.add(f"{role}.schema", False, str(exc))
         return None
+    _check_reference_fields(role, reference, report, result)
+    return report
+
+
+def _check_reference_fields(role: str, reference: dict[str, Any], report: RunReport, result: Verification) -> None:
+    """The evaluation's description of a run (run id, model, weights, edit) must be the report's own:
+    the content digest alone does not catch a re-digested evaluation that names another model."""
+    for key, actual in reference_fields(report).items():
+        stored = reference.get(key)
+        result.add(
+            f"{role}.{key}",
+            stored == actual,
+            f"{actual}" if stored == actual else f"evaluation records {stored!r}, the {role} report has {actual!r}",
+        )
 
 
 def _check_recomputation(

@@ -9,6 +9,9 @@ evidence in the meantime.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,20 +23,23 @@ from typing import Any
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_bytes, sha256_file, write_bytes_atomic
 from invarlock_provider.layout import REPORT_FILE
-from invarlock_provider.reporting.verify import BASELINE_DIR, Verification, verify_evaluation
+from invarlock_provider.reporting.evaluation import EVALUATION_FILE
+from invarlock_provider.reporting.verify import BASELINE_DIR, Verification, load_evaluation, verify_evaluation
 from invarlock_provider.storage.bundle import (
-    EVIDENCE_ID,
     MANIFEST_FILE,
+    REQUIRED_FILES,
     BundleFile,
     LocalBundle,
     collect_bundle,
+    evaluation_summary,
+    folder_evidence_id,
     manifest_bytes,
     parse_manifest,
 )
 from invarlock_provider.storage.index import record_archived
 from invarlock_provider.storage.objectstore import ObjectLock, ObjectStore
 from invarlock_provider.storage.stores import check_store
-from invarlock_provider.storage.uri import join_key
+from invarlock_provider.storage.uri import EVIDENCE_ID, join_key
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
@@ -200,6 +206,8 @@ def _record(index_path: Path | None, bundle: LocalBundle, result: ArchiveResult,
 def fetch_bundle(store: ObjectStore, base: str, target: Path, *, strict: bool = True) -> Verification:
     """Download a bundle; manifest first (it must exist), then each listed file, checked against it.
 
+    Files land in a hidden sibling of ``target`` that is renamed into place (over a missing or empty
+    folder) only once checked, so a failed fetch leaves nothing that could be mistaken for evidence.
     With ``strict`` a mismatching file is an error; otherwise it is kept and reported as a failed
     check, which is what ``verify`` wants (it names every bad file, not just the first).
     """
@@ -209,16 +217,27 @@ def fetch_bundle(store: ObjectStore, base: str, target: Path, *, strict: bool = 
         raise BadInputError(f"{where}: no manifest.json: not a bundle, or an incomplete one (re-run the archive)")
     raw = store.read_bytes(manifest_key)
     manifest = parse_manifest(raw, where)
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in manifest["files"]:
-        key = join_key(base, entry["path"])
-        if store.head(key) is not None:
-            store.download(key, target / entry["path"])
-    result = Verification(path=target, kind="bundle", verdict=manifest.get("verdict"))
-    _check_files(target, manifest, result)
-    if strict and not result.ok:
-        raise InvarlockError(f"{where}: {next(c.detail for c in result.checks if not c.ok)}")
-    write_bytes_atomic(target / MANIFEST_FILE, raw)
+    final = target.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.fetch-{secrets.token_hex(4)}")
+    staging.mkdir()
+    try:
+        for entry in manifest["files"]:
+            key = join_key(base, entry["path"])
+            if store.head(key) is not None:
+                store.download(key, staging / entry["path"])
+        result = Verification(path=target, kind="bundle", verdict=manifest.get("verdict"))
+        _check_files(staging, manifest, result)
+        if strict and not result.ok:
+            raise InvarlockError(f"{where}: {next(c.detail for c in result.checks if not c.ok)}; nothing was kept")
+        write_bytes_atomic(staging / MANIFEST_FILE, raw)
+        try:
+            os.replace(staging, final)
+        except OSError as exc:
+            raise BadInputError(f"{target}: cannot move the fetched bundle into place ({exc.strerror})") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return result
 
 
@@ -234,36 +253,67 @@ def _check_files(folder: Path, manifest: dict[str, Any], result: Verification) -
         result.add(f"bundle.{name}", ok, name if ok else f"{name} changed: sha256 {actual}, manifest {entry['sha256']}")
 
 
+def _check_identity(folder: Path, manifest: dict[str, Any], result: Verification, key: str | None) -> None:
+    """The evidence id, recomputed from the evidence files, must be the manifest's and, where the
+    bundle's key is known (a bucket key, a folder named ev-...), the key's; a copied or re-forged
+    bundle cannot keep the address of the evidence it replaced."""
+    listed = {entry["path"] for entry in manifest["files"]}
+    for name in REQUIRED_FILES:
+        if name not in listed:
+            result.add(f"bundle.{name}", False, f"{name} is evidence but the manifest does not list it")
+    recomputed = folder_evidence_id(folder)
+    if recomputed is None:
+        result.add("bundle.evidence_id", False, "cannot recompute the evidence id: an evidence file is missing")
+        return
+    stored = manifest.get("evidence_id")
+    result.add("bundle.evidence_id", stored == recomputed, f"manifest {stored}, recomputed {recomputed}")
+    if key is None:
+        return
+    *parents, name = key.split("/")
+    result.add("bundle.key", name == recomputed, f"bundle at {name}, recomputed {recomputed}")
+    if parents:
+        report_name = manifest.get("report_name")
+        result.add("bundle.report_name", report_name == parents[-1], f"manifest {report_name}, key {parents[-1]}")
+
+
 def verify_bundle_folder(folder: Path) -> Verification:
     """A fetched bundle: its manifest against the files, then the evaluation itself."""
     manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), str(folder))
     result = Verification(path=folder, kind="bundle", verdict=manifest.get("verdict"))
     _check_files(folder, manifest, result)
+    name = folder.resolve().name  # a fetched folder's parent is anything, so only its own name counts
+    _check_identity(folder, manifest, result, name if EVIDENCE_ID.match(name) else None)
     _merge_evaluation(folder, manifest, result)
     return result
 
 
 def verify_remote_bundle(store: ObjectStore, base: str, display: str) -> Verification:
     with tempfile.TemporaryDirectory(prefix="invarlock-verify-") as tmp:
-        result = fetch_bundle(store, base, Path(tmp), strict=False)
-        if result.ok:
-            manifest = parse_manifest((Path(tmp) / MANIFEST_FILE).read_bytes(), display)
-            _merge_evaluation(Path(tmp), manifest, result)
+        folder = Path(tmp) / "bundle"
+        result = fetch_bundle(store, base, folder, strict=False)
+        files_match = result.ok  # the evaluation is only worth recomputing from the archived bytes
+        manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), display)
+        _check_identity(folder, manifest, result, base)
+        if files_match:
+            _merge_evaluation(folder, manifest, result)
     result.path = display
     return result
 
 
 def _merge_evaluation(folder: Path, manifest: dict[str, Any], result: Verification) -> None:
+    """The evaluation itself, then every field the manifest copied from it."""
     evaluation_result = verify_evaluation(folder)
     result.checks.extend(evaluation_result.checks)
-    result.add(
-        "manifest.verdict",
-        manifest.get("verdict") == evaluation_result.verdict,
-        f"manifest {manifest.get('verdict')}, evaluation {evaluation_result.verdict}",
-    )
+    expected = evaluation_summary(load_evaluation(folder / EVALUATION_FILE))
+    run_ids = expected.pop("run_ids")
+    stored_run_ids = manifest.get("run_ids") if isinstance(manifest.get("run_ids"), dict) else {}
+    pairs = [(name, manifest.get(name), value) for name, value in expected.items()]
+    pairs += [(f"run_ids.{role}", stored_run_ids.get(role), value) for role, value in run_ids.items()]
+    for name, stored, value in pairs:
+        result.add(f"manifest.{name}", stored == value, f"manifest {stored}, evaluation {value}")
 
 
-def list_bundles(store: ObjectStore, prefix: str) -> list[BundleSummary]:
+def list_bundles(store: ObjectStore, prefix: str, *, read_manifests: bool = True) -> list[BundleSummary]:
     """Group objects under ``prefix`` into bundles (complete ones have a manifest), oldest first."""
     bundles: dict[str, BundleSummary] = {}
     for info in store.list(prefix):
@@ -284,6 +334,26 @@ def list_bundles(store: ObjectStore, prefix: str) -> list[BundleSummary]:
             summary.complete = True
     for summary in bundles.values():
         summary.uri = store.uri.locate(summary.key)
-        if summary.complete:
+        if summary.complete and read_manifests:
             summary.manifest = parse_manifest(store.read_bytes(summary.manifest_key), summary.uri)
     return sorted(bundles.values(), key=lambda b: (b.created_at or datetime.min.replace(tzinfo=UTC), b.key))
+
+
+def verify_bundles(store: ObjectStore, prefix: str) -> list[tuple[BundleSummary, Verification | None]]:
+    """Verify every complete bundle under ``prefix``; incomplete ones are listed with None.
+
+    A bundle that cannot even be read (a malformed manifest or evaluation) is a failed bundle, not
+    the end of the audit: the others are still verified.
+    """
+    outcomes: list[tuple[BundleSummary, Verification | None]] = []
+    for summary in sorted(list_bundles(store, prefix, read_manifests=False), key=lambda b: b.key):
+        if not summary.complete:
+            outcomes.append((summary, None))
+            continue
+        try:
+            result = verify_remote_bundle(store, summary.key, summary.uri)
+        except InvarlockError as exc:
+            result = Verification(path=summary.uri, kind="bundle")
+            result.add("bundle", False, str(exc))
+        outcomes.append((summary, result))
+    return outcomes

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +27,6 @@ from invarlock_provider.storage.uri import check_segment
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_SCHEMA = "invarlock.bundle/1"
-EVIDENCE_ID = re.compile(r"^ev-[0-9a-f]{24}$")
 OPTIONAL_FILES = (HTML_FILE, EVENTS_FILE)
 
 
@@ -57,30 +55,48 @@ class LocalBundle:
     evaluation: dict[str, Any]
 
     def manifest(self, files: list[BundleFile], *, created_at: datetime, lock: dict[str, Any] | None) -> dict[str, Any]:
-        metric = self.evaluation.get("primary_metric") or {}
         return {
             "schema_version": BUNDLE_SCHEMA,
             "evidence_id": self.evidence_id,
             "report_name": self.report_name,
             "files": [{"path": f.name, "sha256": f.sha256, "size": f.size} for f in files],
-            "verdict": self.evaluation["verdict"],
-            "ratio": metric.get("ratio"),
-            "ci": metric.get("ci"),
-            "tier": self.evaluation["tier"],
-            "policy_digest": self.evaluation["policy_digest"],
-            "run_ids": {
-                "subject": self.evaluation["subject"].get("run_id"),
-                "baseline": self.evaluation["baseline"].get("run_id"),
-            },
+            **evaluation_summary(self.evaluation),
             "created_at": created_at.isoformat(timespec="seconds"),
             "tool_version": __version__,
             "object_lock": lock,
         }
 
 
+def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's copy of the evaluation's outcome (so `ls` reads no evidence file); verify
+    compares it with the evaluation, since nothing else protects the manifest's own fields."""
+    metric = evaluation.get("primary_metric") or {}
+    return {
+        "verdict": evaluation["verdict"],
+        "ratio": metric.get("ratio"),
+        "ci": metric.get("ci"),
+        "tier": evaluation["tier"],
+        "policy_digest": evaluation["policy_digest"],
+        "run_ids": {
+            "subject": evaluation["subject"].get("run_id"),
+            "baseline": evaluation["baseline"].get("run_id"),
+        },
+    }
+
+
 def evidence_id(files: tuple[BundleFile, ...]) -> str:
     listing = [[f.name, f.sha256] for f in sorted(files, key=lambda f: f.name) if f.required]
     return "ev-" + hashlib.sha256(canonical_json(listing)).hexdigest()[:24]
+
+
+def folder_evidence_id(folder: Path) -> str | None:
+    """The evidence id of a bundle folder's files, recomputed; None when an evidence file is missing."""
+    paths = {name: folder / name for name in REQUIRED_FILES}
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    return evidence_id(
+        tuple(BundleFile(name, path, path.stat().st_size, sha256_file(path)) for name, path in paths.items())
+    )
 
 
 def collect_bundle(report_dir: Path) -> LocalBundle:

@@ -22,6 +22,8 @@ class LocalFolderStore:
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
         self.root = uri.root
+        # The folder the URI names (root + prefix): checked for writes, never removed by deletes.
+        self.folder = Path(uri.bucket, uri.prefix)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -31,10 +33,10 @@ class LocalFolderStore:
 
     def check_writable(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BadInputError(f"{self.uri}: cannot create store folder ({exc.strerror})") from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
+        if not os.access(self.folder, os.W_OK | os.X_OK):
             raise BadInputError(f"{self.uri}: store folder is not writable")
 
     def put_file(self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None) -> None:
@@ -77,12 +79,13 @@ class LocalFolderStore:
         os.replace(tmp, target)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self._path(prefix) if prefix else self.root
+        root = self.root.resolve()  # _path resolves too: keys stay relative even under a symlinked root
+        base = self._path(prefix) if prefix else root
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(self.root).as_posix()
+                key = path.relative_to(root).as_posix()
                 yield self._info(key, path, with_digest=False)
 
     def delete(self, keys: list[str]) -> DeleteOutcome:
@@ -94,7 +97,7 @@ class LocalFolderStore:
                 outcome.deleted.append(key)
             except OSError as exc:
                 outcome.errors[key] = exc.strerror or str(exc)
-            _remove_empty_parents(path.parent, self.root)
+            _remove_empty_parents(path.parent, self.folder)
         return outcome
 
     def supports_object_lock(self) -> bool:
@@ -104,10 +107,10 @@ class LocalFolderStore:
         return self._path(key).as_uri()
 
 
-def _remove_empty_parents(folder: Path, root: Path) -> None:
-    root = root.resolve()
+def _remove_empty_parents(folder: Path, floor: Path) -> None:
+    floor = floor.resolve()
     folder = folder.resolve()
-    while folder != root and root in folder.parents:
+    while folder != floor and floor in folder.parents:
         try:
             folder.rmdir()
         except OSError:

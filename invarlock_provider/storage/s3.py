@@ -87,13 +87,16 @@ def _b64(digest: bytes) -> str:
 
 class S3Store:
     def __init__(self, uri: StoreURI, settings: S3Settings | None = None) -> None:
+        # Checked here, not at the first request: every method imports botocore (for its exceptions)
+        # before it touches the client, so without the [s3] extra they would fail with a traceback.
+        for module in ("boto3", "botocore"):
+            require(module, "s3")
         self.uri = uri
         self.bucket = uri.bucket
         self.settings = settings or S3Settings()
 
     @cached_property
     def client(self) -> Any:
-        require("boto3", "s3")
         import boto3
         from botocore.config import Config
 

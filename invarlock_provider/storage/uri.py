@@ -15,6 +15,7 @@ from invarlock_provider.errors import BadInputError
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+EVIDENCE_ID = re.compile(r"^ev-[0-9a-f]{24}$")
 
 
 def check_segment(value: str, what: str) -> str:
@@ -80,3 +81,21 @@ def _prefix(path: str, text: str) -> str:
     for segment in segments:
         check_segment(segment, f"{text}: prefix segment")
     return "/".join(segments)
+
+
+def is_bundle_key(key: str) -> bool:
+    """``.../<report name>/<evidence id>`` names one bundle; anything else is a prefix of bundles."""
+    return bool(EVIDENCE_ID.match(key.rsplit("/", 1)[-1]))
+
+
+def split_folder(uri: StoreURI) -> StoreURI:
+    """``file:///a/evidence/NAME`` -> root ``/a/evidence``, prefix ``NAME`` (``NAME/ID`` for a bundle).
+
+    A folder URI given to ls/fetch/verify/prune names a prefix inside some store, not the store
+    itself; keeping its last folder (two for a bundle) in the prefix puts the report name into every
+    key, as in a bucket, so bundles are found under it the same way on both backends.
+    """
+    path = Path(uri.bucket, uri.prefix)
+    keep = 2 if is_bundle_key(path.name) else 1
+    root = path.parents[keep - 1] if len(path.parents) >= keep else Path(path.anchor)
+    return StoreURI("file", str(root), "/".join(path.relative_to(root).parts))

@@ -373,3 +373,27 @@ def test_verify_a_lone_run_report(real_runs: dict[str, Path], tmp_path: Path) ->
     shutil.copy(real_runs["baseline"], folder / "report.json")
     code, stdout, _ = cli("verify", str(folder))
     assert code == 0 and "run_report consistent" in stdout
+
+
+@pytest.mark.parametrize("role", ["subject", "baseline"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("run_id", "another-run"), ("model_id", "gpt2-xl"), ("weights_digest", "0" * 64), ("edit", "quant4")],
+)
+def test_verify_checks_what_the_evaluation_says_about_each_run(
+    evidence: Path, role: str, field: str, value: str
+) -> None:
+    """A consistent forgery: the evaluation names another run/model/edit and its digest is recomputed."""
+    from invarlock_provider.fileio import write_json_atomic
+    from invarlock_provider.reporting.evaluation import DIGEST_FIELD, content_digest
+
+    path = evidence / "quant8_balanced" / "evaluation.report.json"
+    evaluation = json.loads(path.read_text())
+    original = evaluation[role][field]
+    evaluation[role][field] = value
+    evaluation[DIGEST_FIELD] = content_digest(evaluation)
+    write_json_atomic(path, evaluation)
+    code, stdout, _ = cli("verify", str(evidence / "quant8_balanced"))
+    assert code == 1
+    assert f"FAIL {role}.{field}: evaluation records {value!r}, the {role} report has {original!r}" in stdout
+    assert stdout.count("FAIL ") == 1, stdout
