@@ -17,12 +17,11 @@ import os
 from pathlib import Path
 
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.storage.objectstore import LOCK_MODES
 
 WORKDIR_ENV = "INVARLOCK_WORKDIR"
 OBJECT_LOCK_DAYS_ENV = "INVARLOCK_OBJECT_LOCK_DAYS"
 OBJECT_LOCK_MODE_ENV = "INVARLOCK_OBJECT_LOCK_MODE"
-# storage.archive.LOCK_MODES, not imported: that module pulls numpy into every parse of the DAG files.
-LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 # Airflow's built-in pool; unlike the default queue, its name is not configurable.
 DEFAULT_POOL = "default_pool"
 

@@ -37,11 +37,9 @@ from invarlock_provider.storage.bundle import (
     parse_manifest,
 )
 from invarlock_provider.storage.index import record_archived
-from invarlock_provider.storage.objectstore import ObjectLock, ObjectStore
+from invarlock_provider.storage.objectstore import LOCK_MODES, ObjectLock, ObjectStore
 from invarlock_provider.storage.stores import check_store
 from invarlock_provider.storage.uri import EVIDENCE_ID, join_key
-
-LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
 @dataclass(frozen=True)

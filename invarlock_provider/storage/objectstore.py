@@ -24,6 +24,9 @@ class ObjectInfo:
     locked_until: datetime | None = None
 
 
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
 @dataclass(frozen=True)
 class ObjectLock:
     mode: str

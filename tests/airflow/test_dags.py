@@ -229,10 +229,6 @@ def test_a_bad_object_lock_setting_fails_the_parse_naming_the_variable(
 
 
 def test_object_lock_settings_reach_the_nightly_archive(monkeypatch: pytest.MonkeyPatch) -> None:
-    from invarlock_provider.airflow import defaults
-    from invarlock_provider.storage.archive import LOCK_MODES
-
-    assert defaults.LOCK_MODES == LOCK_MODES  # a copy, so the DAG files need not import storage
     archive = load_dag("invarlock_nightly").get_task("archive")
     assert (archive.partial_kwargs["object_lock_days"], archive.partial_kwargs["lock_mode"]) == (None, "GOVERNANCE")
     monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_DAYS", "365")
