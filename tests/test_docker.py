@@ -308,6 +308,7 @@ def test_nightly_evidence_is_locked_in_the_object_lock_bucket(
     env = services["airflow-worker-cpu"]["environment"]
     assert env["INVARLOCK_OBJECT_LOCK_DAYS"] == "365"
     assert env["INVARLOCK_OBJECT_LOCK_MODE"] == "GOVERNANCE"
+    monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", env["INVARLOCK_ARCHIVE_URI"])
     monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_DAYS", env["INVARLOCK_OBJECT_LOCK_DAYS"])
     monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_MODE", env["INVARLOCK_OBJECT_LOCK_MODE"])
     assert (object_lock_days(), object_lock_mode()) == (365, "GOVERNANCE")  # what the nightly DAG reads

@@ -65,6 +65,11 @@ def object_lock_days() -> int | None:
         days = 0
     if days < 1:
         raise BadInputError(f"{OBJECT_LOCK_DAYS_ENV} must be a positive integer (days), not {raw!r}")
+    if not archive_target().startswith("s3://"):
+        raise BadInputError(
+            f"{OBJECT_LOCK_DAYS_ENV} is set but the archive target {archive_target()} is a local folder, which "
+            "cannot lock objects; set INVARLOCK_ARCHIVE_URI to an Object Lock bucket or unset the variable"
+        )
     return days
 
 

@@ -216,6 +216,7 @@ def test_the_nightly_archive_target_is_an_asset_when_the_dag_is_parsed(
         ("INVARLOCK_OBJECT_LOCK_DAYS", "a year", "INVARLOCK_OBJECT_LOCK_DAYS must be a positive integer"),
         ("INVARLOCK_OBJECT_LOCK_DAYS", "0", "INVARLOCK_OBJECT_LOCK_DAYS must be a positive integer"),
         ("INVARLOCK_OBJECT_LOCK_MODE", "STRICT", "INVARLOCK_OBJECT_LOCK_MODE must be one of GOVERNANCE, COMPLIANCE"),
+        ("INVARLOCK_OBJECT_LOCK_DAYS", "30", "INVARLOCK_OBJECT_LOCK_DAYS is set but the archive target file://"),
     ],
 )
 def test_a_bad_object_lock_setting_fails_the_parse_naming_the_variable(
@@ -231,6 +232,7 @@ def test_a_bad_object_lock_setting_fails_the_parse_naming_the_variable(
 def test_object_lock_settings_reach_the_nightly_archive(monkeypatch: pytest.MonkeyPatch) -> None:
     archive = load_dag("invarlock_nightly").get_task("archive")
     assert (archive.partial_kwargs["object_lock_days"], archive.partial_kwargs["lock_mode"]) == (None, "GOVERNANCE")
+    monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", "s3://evidence/nightly")
     monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_DAYS", "365")
     monkeypatch.setenv("INVARLOCK_OBJECT_LOCK_MODE", "compliance")
     archive = load_dag("invarlock_nightly").get_task("archive")
