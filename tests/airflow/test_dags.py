@@ -153,24 +153,23 @@ def test_gpu_routing_arguments_pass_through() -> None:
     assert {"preset", "model", "edit", "run_name", "output_root"} <= set(operator.template_fields)
 
 
-def test_evaluations_follow_the_evaluation_queue(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INVARLOCK_EVALUATION_QUEUE", "gpu")
+@pytest.mark.parametrize(
+    ("variable", "attribute", "value", "default"),
+    [
+        ("INVARLOCK_EVALUATION_QUEUE", "queue", "gpu", "default"),
+        ("INVARLOCK_EVALUATION_POOL", "pool", "gpus", "default_pool"),
+    ],
+)
+def test_evaluation_tasks_follow_their_queue_and_pool_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, attribute: str, value: str, default: str
+) -> None:
+    monkeypatch.setenv(variable, value)
     for name in ("invarlock_nightly", "invarlock_on_demand"):
-        queues = {task.task_id: task.queue for task in load_dag(name).tasks}
-        assert {queues["evaluate_baseline"], queues["evaluate_subject"]} == {"gpu"}
-        assert queues["build_report"] == queues["archive"] == "default"
-    monkeypatch.delenv("INVARLOCK_EVALUATION_QUEUE")
-    assert {task.queue for task in load_dag("invarlock_nightly").tasks} == {"default"}
-
-
-def test_evaluations_use_the_evaluation_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INVARLOCK_EVALUATION_POOL", "gpus")
-    for name in ("invarlock_nightly", "invarlock_on_demand"):
-        pools = {task.task_id: task.pool for task in load_dag(name).tasks}
-        assert {pools["evaluate_baseline"], pools["evaluate_subject"]} == {"gpus"}
-        assert pools["build_report"] == pools["archive"] == "default_pool"
-    monkeypatch.delenv("INVARLOCK_EVALUATION_POOL")
-    assert {task.pool for task in load_dag("invarlock_nightly").tasks} == {"default_pool"}
+        settings = {task.task_id: getattr(task, attribute) for task in load_dag(name).tasks}
+        assert {settings["evaluate_baseline"], settings["evaluate_subject"]} == {value}
+        assert settings["build_report"] == settings["archive"] == default
+    monkeypatch.delenv(variable)
+    assert {getattr(task, attribute) for task in load_dag("invarlock_nightly").tasks} == {default}
 
 
 def registered_outlets(name: str) -> list[tuple[str, str, str]]:
