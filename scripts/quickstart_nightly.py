@@ -29,8 +29,7 @@ def run_folders(runs: Path) -> set[str]:
 
 def main() -> int:
     from invarlock_provider.airflow.defaults import archive_target, workdir
-    from invarlock_provider.reporting.verify import verify_path
-    from invarlock_provider.storage.archive import list_bundles
+    from invarlock_provider.storage.archive import list_bundles, verify_bundle_folder
     from invarlock_provider.storage.stores import open_store
 
     log_path = Path(os.environ["AIRFLOW_HOME"]) / "quickstart-nightly.log"
@@ -60,7 +59,7 @@ def main() -> int:
     for bundle in sorted(bundles, key=lambda b: b.uri):
         manifest = bundle.manifest or {}
         folder = Path(bundle.uri.removeprefix("file://"))
-        verified = "ok" if verify_path(folder).ok else "FAILED"
+        verified = "ok" if verify_bundle_folder(folder).ok else "FAILED"
         print(f"  {bundle.report_name:<28} {manifest['verdict']:<8} {manifest['ratio']:>8.4f}  {verified:<6}  {folder}")
     kept = run_folders(runs)
     pruned = sorted(runs_before - kept)

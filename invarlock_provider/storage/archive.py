@@ -31,9 +31,9 @@ from invarlock_provider.storage.bundle import (
     BundleFile,
     LocalBundle,
     collect_bundle,
-    evaluation_summary,
     folder_evidence_id,
     manifest_bytes,
+    manifest_outcome,
     parse_manifest,
 )
 from invarlock_provider.storage.index import record_archived
@@ -302,7 +302,7 @@ def _merge_evaluation(folder: Path, manifest: dict[str, Any], result: Verificati
     """The evaluation itself, then every field the manifest copied from it."""
     evaluation_result = verify_evaluation(folder)
     result.checks.extend(evaluation_result.checks)
-    expected = evaluation_summary(load_evaluation(folder / EVALUATION_FILE))
+    expected = manifest_outcome(load_evaluation(folder / EVALUATION_FILE))
     run_ids = expected.pop("run_ids")
     stored_run_ids = manifest.get("run_ids") if isinstance(manifest.get("run_ids"), dict) else {}
     pairs = [(name, manifest.get(name), value) for name, value in expected.items()]

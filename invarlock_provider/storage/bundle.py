@@ -60,14 +60,14 @@ class LocalBundle:
             "evidence_id": self.evidence_id,
             "report_name": self.report_name,
             "files": [{"path": f.name, "sha256": f.sha256, "size": f.size} for f in files],
-            **evaluation_summary(self.evaluation),
+            **manifest_outcome(self.evaluation),
             "created_at": created_at.isoformat(timespec="seconds"),
             "tool_version": __version__,
             "object_lock": lock,
         }
 
 
-def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+def manifest_outcome(evaluation: dict[str, Any]) -> dict[str, Any]:
     """The manifest's copy of the evaluation's outcome (so `ls` reads no evidence file); verify
     compares it with the evaluation, since nothing else protects the manifest's own fields."""
     metric = evaluation.get("primary_metric") or {}
@@ -84,6 +84,11 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def bundle_file(name: str, path: Path) -> BundleFile:
+    """A file as the bundle lists it; only evidence files are hashed up front (they make the id)."""
+    return BundleFile(name, path, path.stat().st_size, sha256_file(path) if name in REQUIRED_FILES else None)
+
+
 def evidence_id(files: tuple[BundleFile, ...]) -> str:
     listing = [[f.name, f.sha256] for f in sorted(files, key=lambda f: f.name) if f.required]
     return "ev-" + hashlib.sha256(canonical_json(listing)).hexdigest()[:24]
@@ -94,9 +99,7 @@ def folder_evidence_id(folder: Path) -> str | None:
     paths = {name: folder / name for name in REQUIRED_FILES}
     if not all(path.is_file() for path in paths.values()):
         return None
-    return evidence_id(
-        tuple(BundleFile(name, path, path.stat().st_size, sha256_file(path)) for name, path in paths.items())
-    )
+    return evidence_id(tuple(bundle_file(name, path) for name, path in paths.items()))
 
 
 def collect_bundle(report_dir: Path) -> LocalBundle:
@@ -118,15 +121,7 @@ def collect_bundle(report_dir: Path) -> LocalBundle:
     for name in OPTIONAL_FILES:
         if (report_dir / name).is_file():
             sources[name] = report_dir / name
-    files = tuple(
-        BundleFile(
-            name=name,
-            path=path,
-            size=path.stat().st_size,
-            sha256=sha256_file(path) if name in REQUIRED_FILES else None,
-        )
-        for name, path in sources.items()
-    )
+    files = tuple(bundle_file(name, path) for name, path in sources.items())
     return LocalBundle(report_name=report_name, evidence_id=evidence_id(files), files=files, evaluation=evaluation)
 
 
