@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.fileio import sha256_file
 
 REPORT_FILE = "report.json"
 EVENTS_FILE = "events.jsonl"
@@ -95,6 +96,7 @@ def run_summary(report: dict, report_path: Path) -> dict:
         "run_id": report["run_id"],
         "run_dir": str(report_path.parent),
         "report": str(report_path),
+        "report_sha256": sha256_file(report_path),
         "ppl_preview": metrics["primary_metric"]["preview"],
         "ppl_final": metrics["primary_metric"]["final"],
         "tokens": metrics["tokens_processed"],

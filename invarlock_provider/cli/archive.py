@@ -16,6 +16,11 @@ EXAMPLE = (
 Examples:
   invarlock archive reports/quant8_balanced                       # to ./evidence (file://)
   invarlock archive reports/quant8_balanced --to s3://evidence/nightly --object-lock-days 365
+  invarlock archive s3://work-bucket/work/reports/quant8_balanced --to s3://work-bucket/evidence
+\b
+REPORT_DIR may live in a store (s3://, file://): it is downloaded and verified first; files on the
+same S3 endpoint as --to are then copied server side. Every archive also records the archived run
+reports in the evidence store (<prefix>/.archived-runs/), which is what `prune --evidence` reads.
 """
     + ENV_HELP
     + "  INVARLOCK_ARCHIVE_URI                                    default for --to\n"
@@ -24,7 +29,7 @@ Examples:
 
 
 @click.command("archive", epilog=EXAMPLE)
-@click.argument("report_dir", type=click.Path(path_type=Path))
+@click.argument("report_dir", metavar="REPORT_DIR|URI")
 @click.option("--to", "target", default=None, metavar="URI", help="s3://BUCKET/PREFIX or file:///PATH.")
 @click.option("--object-lock-days", type=int, default=None, help="WORM retention for every object of the bundle.")
 @click.option("--lock-mode", type=click.Choice(["GOVERNANCE", "COMPLIANCE"]), default="GOVERNANCE", show_default=True)
@@ -39,7 +44,7 @@ Examples:
 @store_options
 @reports_errors
 def archive_command(
-    report_dir: Path,
+    report_dir: str,
     target: str | None,
     object_lock_days: int | None,
     lock_mode: str,
@@ -53,18 +58,25 @@ def archive_command(
 
     The evidence id is a digest of the content: archiving the same evidence again is a no-op.
     """
+    import tempfile
+
     from invarlock_provider.storage.archive import archive_report
+    from invarlock_provider.storage.handoff import stage_reports
     from invarlock_provider.storage.index import default_index_path
     from invarlock_provider.storage.stores import open_store
 
-    store = open_store(target or default_archive_uri(), s3_settings(endpoint_url, region, path_style))
-    result = archive_report(
-        store,
-        report_dir,
-        object_lock_days=object_lock_days,
-        lock_mode=lock_mode,
-        index_path=index_path or default_index_path(),
-    )
+    settings = s3_settings(endpoint_url, region, path_style)
+    store = open_store(target or default_archive_uri(), settings)
+    with tempfile.TemporaryDirectory(prefix="invarlock-archive-") as scratch:
+        local, sources = stage_reports(report_dir, Path(scratch), settings)
+        result = archive_report(
+            store,
+            local,
+            object_lock_days=object_lock_days,
+            lock_mode=lock_mode,
+            index_path=index_path or default_index_path(),
+            sources=sources,
+        )
     if as_json:
         click.echo(json.dumps(result.__dict__))
         return

@@ -1,8 +1,9 @@
-"""``invarlock prune``: retention for local scratch runs and for bucket bundles."""
+"""``invarlock prune``: retention for scratch runs (local or in a work store) and for bucket bundles."""
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,16 @@ import click
 
 from invarlock_provider.cli.errors import reports_errors
 from invarlock_provider.cli.store_options import (
+    DEFAULT_ARCHIVE_ENV,
     ENV_HELP,
     bundle_location,
     is_store_uri,
     s3_settings,
     store_options,
 )
+from invarlock_provider.errors import BadInputError
+
+RUNS_FOLDER = "runs"
 
 EXAMPLE = (
     """
@@ -24,9 +29,13 @@ EXAMPLE = (
 Examples:
   invarlock prune runs/ --keep-last 3 --max-age 14d --dry-run
   invarlock prune s3://evidence/nightly --max-age 365d --keep-last 10
+  invarlock prune s3://work-bucket/work/runs --evidence s3://work-bucket/evidence --keep-last 1 --dry-run
 \b
-Local runs are deleted only once their report.json is in an archived bundle (see the archive
-index, $INVARLOCK_HOME/archive-index.json); the newest run of every name is always kept.
+A TARGET whose last folder is `runs` is a runs folder (local, file:// or s3://); anything else
+given as a URI is a prefix of evidence bundles.
+Runs are deleted only once their report.json is in an archived bundle: recorded in the archive
+index ($INVARLOCK_HOME/archive-index.json) or in the evidence store given by --evidence (a work
+store's runs need --evidence, or INVARLOCK_ARCHIVE_URI); the newest run of every name is always kept.
 Bucket bundles: the manifest goes first, then the rest; bundles under Object Lock are kept and
 reported; the newest bundle of every report name is kept unless --keep-last 0 is given.
 """
@@ -41,6 +50,13 @@ reported; the newest bundle of every report name is kept unless --keep-last 0 is
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
 @click.option("--include-unarchived", is_flag=True, help="Local runs: also delete runs that were never archived.")
 @click.option("--index", "index_path", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--evidence",
+    "evidence_uri",
+    default=None,
+    metavar="URI",
+    help="Runs: the evidence store recording what is archived.",
+)
 @click.option("--grace", default="24h", show_default=True, help="Bucket: age after which incomplete bundles go.")
 @click.option("--json", "as_json", is_flag=True)
 @store_options
@@ -52,6 +68,7 @@ def prune_command(
     dry_run: bool,
     include_unarchived: bool,
     index_path: Path | None,
+    evidence_uri: str | None,
     grace: str,
     as_json: bool,
     endpoint_url: str | None,
@@ -63,34 +80,48 @@ def prune_command(
 
     age = parse_duration(max_age) if max_age else None
     now = datetime.now(UTC)
-    if is_store_uri(target):
-        _prune_bucket(
-            target,
-            keep_last,
-            age,
-            parse_duration(grace),
-            dry_run,
-            as_json,
-            now,
-            s3_settings(endpoint_url, region, path_style),
-        )
+    settings = s3_settings(endpoint_url, region, path_style)
+    if is_store_uri(target) and target.rstrip("/").rsplit("/", 1)[-1] != RUNS_FOLDER:
+        _prune_bucket(target, keep_last, age, parse_duration(grace), dry_run, as_json, now, settings)
         return
-    from invarlock_provider.storage.index import default_index_path, read_index
-    from invarlock_provider.storage.retention import apply_run_pruning, plan_run_pruning
-
-    archived = set(read_index(index_path or default_index_path()))
-    decisions = plan_run_pruning(
-        Path(target),
-        keep_last=keep_last,
-        max_age=age,
-        archived=archived,
-        include_unarchived=include_unarchived,
-        now=now,
+    from invarlock_provider.storage.index import archived_in_store, default_index_path, read_index
+    from invarlock_provider.storage.retention import (
+        apply_run_pruning,
+        apply_store_run_pruning,
+        plan_folder_pruning,
+        plan_run_pruning,
+        store_run_folders,
     )
+    from invarlock_provider.storage.stores import open_store
+    from invarlock_provider.storage.workstore import RemoteFolder, work_location
+
+    runs = work_location(target, settings)
+    remote = isinstance(runs, RemoteFolder)
+    evidence_uri = evidence_uri or (os.environ.get(DEFAULT_ARCHIVE_ENV) if remote else None)
+    if remote and not evidence_uri:
+        raise BadInputError(f"{target}: give --evidence URI (the evidence store that records which runs are archived)")
+    archived = set() if remote else set(read_index(index_path or default_index_path()))
+    if evidence_uri:
+        archived |= archived_in_store(open_store(evidence_uri, settings))
+    rules = {
+        "keep_last": keep_last,
+        "max_age": age,
+        "archived": archived,
+        "include_unarchived": include_unarchived,
+        "now": now,
+    }
+    if isinstance(runs, RemoteFolder):
+        by_name, objects = store_run_folders(runs)
+        decisions = plan_folder_pruning(by_name, **rules)  # type: ignore[arg-type]
+    else:
+        decisions = plan_run_pruning(runs, **rules)  # type: ignore[arg-type]
     if include_unarchived and any(d.delete and "NOT ARCHIVED" in d.reason for d in decisions):
         click.echo("WARNING: --include-unarchived deletes runs whose reports were never archived", err=True)
     if not dry_run:
-        apply_run_pruning(decisions)
+        if isinstance(runs, RemoteFolder):
+            apply_store_run_pruning(runs.store, decisions, objects)
+        else:
+            apply_run_pruning(decisions)
     _print(decisions, dry_run, as_json)
 
 

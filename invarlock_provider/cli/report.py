@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from invarlock_provider.cli.errors import reports_errors
+from invarlock_provider.cli.store_options import s3_settings, store_options
 from invarlock_provider.errors import BadInputError
 
 FORMATS = ("report", "json", "md", "html")
@@ -21,14 +23,22 @@ Examples:
   invarlock report --run runs/quant8 --baseline runs/baseline --format report --output reports/quant8_balanced
   invarlock report --run runs/quant8 --baseline runs/baseline --format json --tier conservative
   invarlock report html --input reports/quant8_balanced/evaluation.report.json
+  invarlock report --run s3://work-bucket/work/runs/quant8 --baseline s3://work-bucket/work/runs/baseline \\
+      --format report --output s3://work-bucket/work/reports/quant8_balanced
 \b
+--run, --baseline and --output also take store URIs (s3://..., file://...); runs are read through
+runs/NAME/latest.json and checked against its sha256 (and --run-sha256 / --baseline-sha256).
 Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fail-on-fail, 2 bad input.
 """
 
 
 @click.group("report", invoke_without_command=True, epilog=EXAMPLE)
-@click.option("--run", "run_ref", metavar="PATH", help="Subject: report.json, a run folder, or runs/NAME (newest run).")
-@click.option("--baseline", "baseline_ref", metavar="PATH", help="Baseline run, same forms as --run.")
+@click.option(
+    "--run", "run_ref", metavar="PATH|URI", help="Subject: report.json, a run folder, or runs/NAME (newest run)."
+)
+@click.option("--baseline", "baseline_ref", metavar="PATH|URI", help="Baseline run, same forms as --run.")
+@click.option("--run-sha256", metavar="HEX", help="The subject report's expected sha256 (what orchestrators pass on).")
+@click.option("--baseline-sha256", metavar="HEX", help="The baseline report's expected sha256.")
 @click.option(
     "--format",
     "output_format",
@@ -37,27 +47,33 @@ Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fai
     show_default=True,
     help="report/html write into --output; json/md print to stdout.",
 )
-@click.option("--output", type=click.Path(path_type=Path), help="Evidence folder, e.g. reports/quant8_balanced.")
+@click.option("--output", metavar="PATH|URI", help="Evidence folder, e.g. reports/quant8_balanced.")
 @click.option("--tier", type=click.Choice(TIER_NAMES), default="balanced", show_default=True)
 @click.option("--tiers", "tiers_path", type=click.Path(path_type=Path), help="tiers.yaml [default: the bundled one].")
 @click.option("--copy-baseline", is_flag=True, help="Also copy the baseline report to reports/<baseline name>/.")
 @click.option("--with-events", is_flag=True, help="Copy the subject run's events.jsonl beside its report.")
 @click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the verdict is FAIL (the report is still written).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@store_options
 @click.pass_context
 @reports_errors
 def report_command(
     ctx: click.Context,
     run_ref: str | None,
     baseline_ref: str | None,
+    run_sha256: str | None,
+    baseline_sha256: str | None,
     output_format: str,
-    output: Path | None,
+    output: str | None,
     tier: str,
     tiers_path: Path | None,
     copy_baseline: bool,
     with_events: bool,
     fail_on_fail: bool,
     as_json: bool,
+    endpoint_url: str | None,
+    region: str | None,
+    path_style: bool,
 ) -> None:
     """Pair a subject run with a baseline and judge it against a tier policy.
 
@@ -65,26 +81,67 @@ def report_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from invarlock_provider.layout import resolve_report
-    from invarlock_provider.reporting.evaluation import copy_run_events, promote_baseline, write_evaluation
-    from invarlock_provider.reporting.html import write_html
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="invarlock-report-") as scratch:
+        verdict = _report(
+            Path(scratch),
+            s3_settings(endpoint_url, region, path_style),
+            run_ref=run_ref,
+            baseline_ref=baseline_ref,
+            run_sha256=run_sha256,
+            baseline_sha256=baseline_sha256,
+            output_format=output_format,
+            output=output,
+            tier=tier,
+            tiers_path=tiers_path,
+            copy_baseline=copy_baseline,
+            with_events=with_events,
+            as_json=as_json,
+        )
+    if fail_on_fail and verdict != "PASS":
+        sys.exit(1)
+
+
+def _report(
+    scratch: Path,
+    settings: Any,
+    *,
+    run_ref: str | None,
+    baseline_ref: str | None,
+    run_sha256: str | None,
+    baseline_sha256: str | None,
+    output_format: str,
+    output: str | None,
+    tier: str,
+    tiers_path: Path | None,
+    copy_baseline: bool,
+    with_events: bool,
+    as_json: bool,
+) -> str | None:
+    """The command's work, inside its scratch folder; returns the verdict (None when promoting)."""
+    from invarlock_provider.reporting.evaluation import promote_baseline
     from invarlock_provider.reporting.policy import load_tier
-    from invarlock_provider.reporting.run_report import load_run_report
     from invarlock_provider.reporting.summary import evaluation_markdown, evaluation_summary
+    from invarlock_provider.storage.handoff import load_run, write_report
+    from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
     if run_ref is None:
         raise BadInputError("--run is required (a report.json, a run folder or runs/NAME)")
-    subject = load_run_report(resolve_report(run_ref), "subject" if baseline_ref else "run")
     writes_files = output_format in ("report", "html")
     if writes_files and output is None:
         raise BadInputError(f"--output is required with --format {output_format}")
+    subject = load_run(run_ref, "subject" if baseline_ref else "run", scratch, settings, run_sha256)
     if baseline_ref is None:
         if output_format != "report":
             raise BadInputError("--baseline is required unless promoting a run with --format report")
-        target = promote_baseline(output, subject)
+        location = work_location(str(output), settings)
+        if isinstance(location, RemoteFolder):
+            raise BadInputError(f"{output}: promoting a baseline writes a local folder; give a path")
+        target = promote_baseline(location, subject)
         _echo(as_json, {"baseline": str(target), "run_id": subject.run_id}, f"baseline evidence: {target}")
-        return
-    baseline = load_run_report(resolve_report(baseline_ref), "baseline")
+        return None
+    baseline = load_run(baseline_ref, "baseline", scratch, settings, baseline_sha256)
     policy = load_tier(tier, tiers_path)
     if not writes_files:
         from invarlock_provider.reporting.evaluation import build_evaluation
@@ -94,19 +151,25 @@ def report_command(
             click.echo(json.dumps(evaluation_summary(evaluation), indent=2))
         else:
             click.echo(evaluation_markdown(evaluation), nl=False)
-    else:
-        target, evaluation = write_evaluation(output, subject, baseline, policy, copy_baseline=copy_baseline)
-        if with_events and not copy_run_events(subject.path.parent, output):
-            raise BadInputError(f"--with-events: no events.jsonl beside {subject.path}")
-        if output_format == "html":
-            write_html(target, evaluation)
-        summary = evaluation_summary(evaluation, str(target))
-        ratio = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.4f}"
-        ci = "" if summary["ci"] is None else f" (95% CI {summary['ci'][0]:.4f}-{summary['ci'][1]:.4f})"
-        reasons = "".join(f"\n  - {reason}" for reason in summary["reasons"])
-        _echo(as_json, summary, f"{summary['verdict']} [{tier}] ratio {ratio}{ci}: {target}{reasons}")
-    if fail_on_fail and evaluation["verdict"] != "PASS":
-        sys.exit(1)
+        return str(evaluation["verdict"])
+    written = write_report(
+        str(output),
+        subject,
+        baseline,
+        policy,
+        scratch=scratch,
+        settings=settings,
+        copy_baseline=copy_baseline,
+        with_events=with_events,
+        html=output_format == "html",
+    )
+    target = written.shown
+    summary = {**evaluation_summary(written.evaluation, target), "evaluation_sha256": written.evaluation_sha256}
+    ratio = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.4f}"
+    ci = "" if summary["ci"] is None else f" (95% CI {summary['ci'][0]:.4f}-{summary['ci'][1]:.4f})"
+    reasons = "".join(f"\n  - {reason}" for reason in summary["reasons"])
+    _echo(as_json, summary, f"{summary['verdict']} [{tier}] ratio {ratio}{ci}: {target}{reasons}")
+    return str(written.evaluation["verdict"])
 
 
 @report_command.command(

@@ -6,20 +6,33 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from invarlock_provider.cli.errors import reports_errors
+from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
 from invarlock_provider.config import DEVICES, DTYPES, EDITS, PROFILES, RunOverrides, load_preset
 from invarlock_provider.errors import BadInputError
 
-EXAMPLE = """
+if TYPE_CHECKING:
+    from invarlock_provider.config import ResolvedPreset
+    from invarlock_provider.storage.workstore import RemoteFolder
+
+EXAMPLE = (
+    """
 \b
 Examples:
   invarlock run --out runs/baseline
   invarlock run --edit quant8 --out runs/quant8
   invarlock run -c configs/presets/causal_lm/wikitext2_512.yaml --model gpt2 --out runs/baseline
+  invarlock run --edit quant8 --out s3://work-bucket/work/runs/quant8
+\b
+With an s3:// --out the run is scored in a private temporary folder, uploaded (report.json
+create-only, then events.jsonl), and only then named the newest run by runs/NAME/latest.json.
 """
+    + ENV_HELP
+)
 
 
 @click.command("run", epilog=EXAMPLE)
@@ -35,9 +48,10 @@ Examples:
 @click.option("--edit", type=click.Choice(EDITS), default=None, help="In-memory edit to apply before scoring.")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
     default=None,
-    help="Run folder runs/NAME; each run goes to runs/NAME/<YYYYmmdd_HHMMSS>/ [default: runs/<preset>].",
+    metavar="PATH|URI",
+    help="Run folder runs/NAME (or s3://BUCKET/PREFIX/runs/NAME); each run goes to runs/NAME/<YYYYmmdd_HHMMSS>/ "
+    "[default: runs/<preset>].",
 )
 @click.option("--profile", type=click.Choice(PROFILES), default=None, help="Window-count profile.")
 @click.option("--device", type=click.Choice(DEVICES), default=None)
@@ -53,6 +67,7 @@ Examples:
     help="Exact run folder name (orchestrators use it so a retry finds its own run).",
 )
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Recorded in meta.labels (repeatable).")
+@store_options
 @reports_errors
 def run_command(
     preset: str | None,
@@ -68,6 +83,9 @@ def run_command(
     as_json: bool,
     run_dir_name: str | None,
     labels: tuple[str, ...],
+    endpoint_url: str | None,
+    region: str | None,
+    path_style: bool,
 ) -> None:
     """Evaluate a model on fixed token windows; write report.json and events.jsonl.
 
@@ -75,10 +93,12 @@ def run_command(
     """
     from invarlock_provider.evaluation.run import execute_run
     from invarlock_provider.layout import run_summary
+    from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
+    location = work_location(out, s3_settings(endpoint_url, region, path_style)) if out else None
     overrides = RunOverrides(model=model, edit=edit, device=device, dtype=dtype, batch_size=batch_size, seed=seed)
     resolved = load_preset(preset, profile=profile, overrides=overrides)
-    out = out or Path("runs") / resolved.preset.name
+    location = location or Path("runs") / resolved.preset.name
     if progress is None:
         progress = sys.stderr.isatty() and not os.environ.get("CI")
     parsed_labels = {}
@@ -87,8 +107,13 @@ def run_command(
         if not sep or not key:
             raise BadInputError(f"--label {label!r}: expected KEY=VALUE")
         parsed_labels[key] = value
-    result = execute_run(resolved, out, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels)
-    summary = run_summary(result.report, result.report_path)
+    if isinstance(location, RemoteFolder):
+        summary = _run_into_store(resolved, location, progress, run_dir_name, parsed_labels)
+    else:
+        result = execute_run(
+            resolved, location, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels
+        )
+        summary = run_summary(result.report, result.report_path)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -97,3 +122,26 @@ def run_command(
         f"ppl final {summary['ppl_final']:.3f} (preview {summary['ppl_preview']:.3f}), "
         f"{summary['tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s"
     )
+
+
+def _run_into_store(
+    resolved: ResolvedPreset, folder: RemoteFolder, progress: bool, run_dir_name: str | None, labels: dict[str, str]
+) -> dict[str, Any]:
+    """Score in a private temporary folder, then hand the run to the store; the scratch goes either way."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from invarlock_provider.evaluation.run import execute_run
+    from invarlock_provider.layout import run_summary
+    from invarlock_provider.storage.stores import check_store
+    from invarlock_provider.storage.workstore import new_run_dir_name, upload_run
+
+    check_store(folder.store)  # credentials and bucket are checked before any scoring
+    name = new_run_dir_name(folder, datetime.now(UTC), run_dir_name)
+    with tempfile.TemporaryDirectory(prefix="invarlock-run-") as scratch:
+        result = execute_run(
+            resolved, Path(scratch) / folder.name, show_progress=progress, run_dir_name=name, labels=labels
+        )
+        stored = upload_run(folder, result.run_dir)
+        summary = run_summary(result.report, result.report_path)
+    return {**summary, "run_dir": stored.run_dir, "report": stored.report, "report_sha256": stored.report_sha256}

@@ -36,8 +36,9 @@ from invarlock_provider.storage.bundle import (
     manifest_outcome,
     parse_manifest,
 )
-from invarlock_provider.storage.index import record_archived
+from invarlock_provider.storage.index import record_archived, record_archived_in_store
 from invarlock_provider.storage.objectstore import LOCK_MODES, ObjectLock, ObjectStore
+from invarlock_provider.storage.s3 import S3Store
 from invarlock_provider.storage.stores import check_store
 from invarlock_provider.storage.uri import EVIDENCE_ID, join_key
 
@@ -86,7 +87,10 @@ def archive_report(
     now: datetime | None = None,
     on_uploaded: Callable[[str], None] | None = None,
     max_workers: int = 8,
+    sources: dict[Path, tuple[ObjectStore, str]] | None = None,
 ) -> ArchiveResult:
+    """``sources`` names where a downloaded file of ``report_dir`` came from in a store: on the same
+    S3 endpoint it is copied server side instead of uploaded again."""
     now = now or datetime.now(UTC)
     bundle = collect_bundle(report_dir)
     check_store(store)
@@ -103,7 +107,7 @@ def archive_report(
                 f"{store.uri.locate(base)}: an existing manifest lists different evidence files; not overwriting"
             )
         result = _result(store, base, bundle, raw, [], [f["path"] for f in manifest["files"]], True)
-        _record(index_path, bundle, result, now)
+        _record(store, index_path, bundle, result, now)
         return result
 
     lock = _lock(store, object_lock_days, lock_mode, now)
@@ -117,10 +121,15 @@ def archive_report(
             present = store.head(key)
             if present is not None and present.sha256 == file.sha256 and present.size == file.size:
                 return file, False
-        with ThreadPoolExecutor(max_workers=1) as hasher:  # an attachment's hash overlaps its transfer
-            digest = hasher.submit(sha256_file, file.path) if file.sha256 is None else None
-            store.put_file(key, file.path, file.sha256, lock)  # the store confirms the bytes or raises
-            file = replace(file, sha256=digest.result()) if digest is not None else file
+        origin = (sources or {}).get(file.path.resolve())
+        if origin is not None and isinstance(store, S3Store) and store.same_endpoint(origin[0]):
+            file = _hashed(file)
+            store.copy_from(origin[0], origin[1], key, file.sha256, lock)  # type: ignore[arg-type]
+        else:
+            with ThreadPoolExecutor(max_workers=1) as hasher:  # an attachment's hash overlaps its transfer
+                digest = hasher.submit(sha256_file, file.path) if file.sha256 is None else None
+                store.put_file(key, file.path, file.sha256, lock)  # the store confirms the bytes or raises
+                file = replace(file, sha256=digest.result()) if digest is not None else file
         if on_uploaded is not None:
             on_uploaded(key)
         return file, True
@@ -138,7 +147,7 @@ def archive_report(
     uploaded = [file.name for file, sent in outcomes if sent]
     skipped = [file.name for file, sent in outcomes if not sent]
     result = _result(store, base, bundle, raw, uploaded, skipped, False)
-    _record(index_path, bundle, result, now)
+    _record(store, index_path, bundle, result, now)
     return result
 
 
@@ -182,9 +191,10 @@ def _result(
     )
 
 
-def _record(index_path: Path | None, bundle: LocalBundle, result: ArchiveResult, now: datetime) -> None:
-    if index_path is None:
-        return
+def _record(
+    store: ObjectStore, index_path: Path | None, bundle: LocalBundle, result: ArchiveResult, now: datetime
+) -> None:
+    """After the manifest: the evidence store's own record (any worker reads it), and the local index."""
     by_name = {f.name: f for f in bundle.files if f.required}
     entries = {}
     for role, name in (("subject", REPORT_FILE), ("baseline", f"{BASELINE_DIR}/{REPORT_FILE}")):
@@ -195,7 +205,9 @@ def _record(index_path: Path | None, bundle: LocalBundle, result: ArchiveResult,
             "manifest_sha256": result.manifest_sha256,
             "archived_at": now.isoformat(timespec="seconds"),
         }
-    record_archived(index_path, entries)
+    record_archived_in_store(store, entries)
+    if index_path is not None:
+        record_archived(index_path, entries)
 
 
 # --- reading bundles back ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_file
-from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectInfo, ObjectLock
+from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectExistsError, ObjectInfo, ObjectLock
 from invarlock_provider.storage.uri import StoreURI
 
 
@@ -39,7 +39,9 @@ class LocalFolderStore:
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise BadInputError(f"{self.uri}: store folder is not writable")
 
-    def put_file(self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None) -> None:
+    def put_file(
+        self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None, *, if_absent: bool = False
+    ) -> None:
         if lock is not None:
             raise BadInputError(f"{self.uri}: a local folder has no object lock; drop --object-lock-days")
         target = self._path(key)
@@ -49,7 +51,15 @@ class LocalFolderStore:
         if sha256_file(tmp) != (sha256 or sha256_file(path)):
             tmp.unlink(missing_ok=True)
             raise InvarlockError(f"{self.uri.locate(key)}: checksum mismatch after copy")
-        os.replace(tmp, target)
+        if not if_absent:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)  # fails when the target exists: the local form of If-None-Match
+        except FileExistsError:
+            raise ObjectExistsError(f"{self.uri.locate(key)} already exists") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

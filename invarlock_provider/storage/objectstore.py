@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from invarlock_provider.errors import InvarlockError
 from invarlock_provider.storage.uri import StoreURI
 
 
@@ -40,12 +41,19 @@ class DeleteOutcome:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+class ObjectExistsError(InvarlockError):
+    """A create-only write found the key already there (another writer committed first)."""
+
+
 class ObjectStore(Protocol):
     uri: StoreURI
 
-    def put_file(self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None) -> None:
+    def put_file(
+        self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None, *, if_absent: bool = False
+    ) -> None:
         """Upload a file and confirm its bytes arrived intact (server-side checksums or a re-read);
-        ``sha256`` is the expected digest when the caller already knows it."""
+        ``sha256`` is the expected digest when the caller already knows it. ``if_absent`` makes the
+        write create-only (S3 ``If-None-Match: *``), raising ObjectExistsError when the key exists."""
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's metadata, or None when it does not exist."""

@@ -8,17 +8,21 @@ still under Object Lock retention are reported as kept.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from invarlock_provider.errors import BadInputError
-from invarlock_provider.fileio import sha256_file
-from invarlock_provider.layout import REPORT_FILE, RUN_DIR_PATTERN, TIMESTAMP_FORMAT, publish_latest, run_dir_sort_key
+from invarlock_provider.errors import BadInputError, InvarlockError
+from invarlock_provider.fileio import sha256_bytes, sha256_file
+from invarlock_provider.layout import REPORT_FILE, RUN_DIR_PATTERN, publish_latest, run_dir_sort_key
 from invarlock_provider.storage.archive import BundleSummary, list_bundles
 from invarlock_provider.storage.objectstore import ObjectStore
+from invarlock_provider.storage.uri import join_key
+from invarlock_provider.storage.workstore import RemoteFolder, is_complete, run_time
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -38,9 +42,19 @@ class PruneDecision:
     reason: str
 
 
-def _run_time(run_dir: Path) -> datetime:
-    stamp = RUN_DIR_PATTERN.match(run_dir.name).group(1)  # type: ignore[union-attr]
-    return datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+def _require_rule(keep_last: int | None, max_age: timedelta | None) -> None:
+    if keep_last is None and max_age is None:
+        raise BadInputError("give --keep-last N and/or --max-age DURATION")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One timestamped run, on disk or in a work store; its report is hashed only if it may go."""
+
+    target: str
+    dir_name: str
+    complete: bool
+    report_digest: Callable[[], str]
 
 
 def plan_run_pruning(
@@ -53,19 +67,42 @@ def plan_run_pruning(
     now: datetime,
 ) -> list[PruneDecision]:
     """Decide for every timestamped run under runs/<name>/ whether it may go, and why."""
-    if keep_last is None and max_age is None:
-        raise BadInputError("give --keep-last N and/or --max-age DURATION")
+    _require_rule(keep_last, max_age)
     if not runs_root.is_dir():
         raise BadInputError(f"{runs_root}: no such runs folder")
-    decisions = []
+    by_name = {}
     for name_dir in sorted(p for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        runs = sorted(
-            (p for p in name_dir.iterdir() if p.is_dir() and RUN_DIR_PATTERN.match(p.name)),
-            key=run_dir_sort_key,
-            reverse=True,
-        )
-        completed = [run for run in runs if (run / REPORT_FILE).is_file()]
-        protected = {runs[0], *completed[:1]} if runs else set()
+        by_name[name_dir.name] = [
+            RunFolder(str(p), p.name, (p / REPORT_FILE).is_file(), functools.partial(sha256_file, p / REPORT_FILE))
+            for p in name_dir.iterdir()
+            if p.is_dir() and RUN_DIR_PATTERN.match(p.name)
+        ]
+    return plan_folder_pruning(
+        by_name,
+        keep_last=keep_last,
+        max_age=max_age,
+        archived=archived,
+        include_unarchived=include_unarchived,
+        now=now,
+    )
+
+
+def plan_folder_pruning(
+    by_name: dict[str, list[RunFolder]],
+    *,
+    keep_last: int | None,
+    max_age: timedelta | None,
+    archived: set[str],
+    include_unarchived: bool,
+    now: datetime,
+) -> list[PruneDecision]:
+    """The retention rules, one place for local folders and work stores alike."""
+    _require_rule(keep_last, max_age)
+    decisions = []
+    for name in sorted(by_name):
+        runs = sorted(by_name[name], key=lambda run: run_dir_sort_key(Path(run.dir_name)), reverse=True)
+        completed = [run for run in runs if run.complete]
+        protected = {runs[0].target, *(run.target for run in completed[:1])} if runs else set()
         for position, run in enumerate(runs):
             decisions.append(
                 _decide_run(run, position, protected, keep_last, max_age, archived, include_unarchived, now)
@@ -74,27 +111,26 @@ def plan_run_pruning(
 
 
 def _decide_run(
-    run: Path,
+    run: RunFolder,
     position: int,
-    protected: set[Path],
+    protected: set[str],
     keep_last: int | None,
     max_age: timedelta | None,
     archived: set[str],
     include_unarchived: bool,
     now: datetime,
 ) -> PruneDecision:
-    target = str(run)
-    if run in protected:
+    target = run.target
+    if target in protected:
         return PruneDecision(target, False, "newest run of its name")
     if keep_last is not None and position < keep_last:
         return PruneDecision(target, False, f"within the newest {keep_last}")
-    age = now - _run_time(run)
+    age = now - run_time(run.dir_name)
     if max_age is not None and age < max_age:
         return PruneDecision(target, False, f"younger than {max_age}")
-    report = run / REPORT_FILE
-    if not report.is_file():
+    if not run.complete:
         return PruneDecision(target, True, "failed run (no report.json)")
-    if sha256_file(report) in archived:
+    if run.report_digest() in archived:
         return PruneDecision(target, True, "archived")
     if include_unarchived:
         return PruneDecision(target, True, "NOT ARCHIVED (--include-unarchived)")
@@ -102,23 +138,63 @@ def _decide_run(
 
 
 def prune_archived_runs(
-    runs_root: Path, *, keep_last: int | None, max_age: str | None, index_path: Path, now: datetime
+    runs_root: Path | RemoteFolder, *, keep_last: int | None, max_age: str | None, archived: set[str], now: datetime
 ) -> list[str]:
     """What the DAGs' retention does: archived runs only, never the newest; returns what went."""
-    from invarlock_provider.storage.index import read_index
-
     if keep_last is None and not max_age:
         return []
-    decisions = plan_run_pruning(
-        runs_root,
-        keep_last=keep_last,
-        max_age=parse_duration(max_age) if max_age else None,
-        archived=set(read_index(index_path)),
-        include_unarchived=False,
-        now=now,
-    )
-    apply_run_pruning(decisions)
+    rules = {
+        "keep_last": keep_last,
+        "max_age": parse_duration(max_age) if max_age else None,
+        "archived": archived,
+        "include_unarchived": False,
+        "now": now,
+    }
+    if isinstance(runs_root, RemoteFolder):
+        by_name, objects = store_run_folders(runs_root)
+        decisions = plan_folder_pruning(by_name, **rules)  # type: ignore[arg-type]
+        apply_store_run_pruning(runs_root.store, decisions, objects)
+    else:
+        decisions = plan_run_pruning(runs_root, **rules)  # type: ignore[arg-type]
+        apply_run_pruning(decisions)
     return [d.target for d in decisions if d.delete]
+
+
+def store_run_folders(runs: RemoteFolder) -> tuple[dict[str, list[RunFolder]], dict[str, list[str]]]:
+    """runs/<name>/<timestamp>/ folders of a work store from one listing, and the keys of each."""
+    depth = len(runs.key.split("/"))
+    keys: dict[tuple[str, str], list[str]] = {}
+    for info in runs.store.list(runs.key):
+        parts = info.key.split("/")
+        if len(parts) > depth + 2 and RUN_DIR_PATTERN.match(parts[depth + 1]):
+            keys.setdefault((parts[depth], parts[depth + 1]), []).append(info.key)
+    by_name: dict[str, list[RunFolder]] = {}
+    objects: dict[str, list[str]] = {}
+    for (name, dir_name), run_keys in sorted(keys.items()):
+        folder = runs.child(name, dir_name)
+        report_key = join_key(folder.key, REPORT_FILE)
+        digest = functools.partial(_stored_digest, runs.store, report_key)
+        by_name.setdefault(name, []).append(RunFolder(folder.uri, dir_name, is_complete(run_keys, folder.key), digest))
+        objects[folder.uri] = run_keys
+    return by_name, objects
+
+
+def _stored_digest(store: ObjectStore, key: str) -> str:
+    return sha256_bytes(store.read_bytes(key))
+
+
+def apply_store_run_pruning(store: ObjectStore, decisions: list[PruneDecision], objects: dict[str, list[str]]) -> None:
+    """report.json goes first, so a half-deleted run reads as unfinished, never as a run to reuse."""
+    for decision in decisions:
+        if not decision.delete:
+            continue
+        keys = objects[decision.target]
+        reports = [key for key in keys if key.endswith(f"/{REPORT_FILE}")]
+        for batch in (reports, [key for key in keys if key not in reports]):
+            outcome = store.delete(batch)
+            if outcome.errors or outcome.kept_locked:
+                key, message = next(iter({**outcome.errors, **outcome.kept_locked}.items()))
+                raise InvarlockError(f"{store.uri.locate(key)}: could not delete ({message})")
 
 
 def apply_run_pruning(decisions: list[PruneDecision]) -> None:

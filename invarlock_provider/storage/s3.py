@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from invarlock_provider.errors import BadInputError, InvarlockError, require
-from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectInfo, ObjectLock
+from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectExistsError, ObjectInfo, ObjectLock
 from invarlock_provider.storage.uri import StoreURI
 
 MULTIPART_CHUNK = 8 * 1024 * 1024
@@ -68,6 +68,8 @@ def translated_errors(uri: StoreURI, action: str) -> Iterator[None]:
             raise StoreUnavailableError(
                 f"{uri}: credentials rejected ({code}); check the access key / secret (or the connection)"
             ) from None
+        if code == "PreconditionFailed" or status == 412:
+            raise ObjectExistsError(f"{uri}: {action}: the object already exists (another writer was first)") from None
         if code in {"AccessDenied", "403", "Forbidden"} or status == 403:
             raise StoreUnavailableError(f"{uri}: access denied while trying to {action} ({code})") from None
         raise InvarlockError(f"{uri}: {action} failed: {code} {error.get('Message', '')}".strip()) from None
@@ -138,17 +140,47 @@ class S3Store:
                 self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
                 raise
 
-    def put_file(self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None) -> None:
+    def put_file(
+        self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None, *, if_absent: bool = False
+    ) -> None:
         extra: dict[str, Any] = {}
         if lock is not None:
             extra = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
+        if if_absent and path.stat().st_size >= MULTIPART_CHUNK:
+            raise BadInputError(f"{self.uri.locate(key)}: create-only writes are for small objects")
         with translated_errors(self.uri, f"upload {key}"):
             if path.stat().st_size < MULTIPART_CHUNK:
                 digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(path.read_bytes()).digest()
+                if if_absent:
+                    extra["IfNoneMatch"] = "*"
                 with path.open("rb") as body:
                     self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=_b64(digest), **extra)
             else:
                 self._put_multipart(key, path, extra)
+
+    def same_endpoint(self, other: object) -> bool:
+        """Whether a server-side copy from ``other`` works: one endpoint, one set of credentials."""
+        return isinstance(other, S3Store) and other.settings == self.settings
+
+    def copy_from(
+        self, source: S3Store, source_key: str, key: str, sha256: str, lock: ObjectLock | None = None
+    ) -> None:
+        """Server-side copy (no bytes through this machine), confirmed by the copy's stored SHA-256."""
+        extra: dict[str, Any] = {}
+        if lock is not None:
+            extra = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
+        with translated_errors(self.uri, f"copy {source.uri.locate(source_key)} to {key}"):
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": source.bucket, "Key": source_key},
+                ChecksumAlgorithm="SHA256",
+                **extra,
+            )
+        copied = self.head(key)
+        if copied is None or copied.sha256 != sha256:
+            found = copied.sha256 if copied else "nothing"
+            raise InvarlockError(f"{self.uri.locate(key)}: server-side copy has sha256 {found}, expected {sha256}")
 
     def _put_multipart(self, key: str, path: Path, extra: dict[str, Any]) -> None:
         """Parts are read, hashed and sent in parallel (hashing overlaps other parts' transfers);

@@ -1,0 +1,99 @@
+"""What the CLI and the operators do to read runs and write reports, wherever they live.
+
+Each function takes a location as a person or an XCom gives it (a local path, ``file://`` or
+``s3://``) and a private scratch folder for what has to be local while it is worked on; callers
+remove the scratch when they are done, so nothing of one task is left for another to trip over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from invarlock_provider.errors import BadInputError
+from invarlock_provider.fileio import sha256_file
+from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
+from invarlock_provider.reporting.run_report import RunReport, load_run_report
+from invarlock_provider.storage.objectstore import ObjectStore
+from invarlock_provider.storage.workstore import (
+    RemoteFolder,
+    fetch_report,
+    fetch_reports,
+    publish_reports,
+    work_location,
+)
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    evaluation: dict[str, Any]
+    evaluation_uri: str
+    evaluation_sha256: str
+    report_dir: str
+    page: str
+    shown: str  # how a person reads the location: the path as given, or the URI
+
+
+def location_uri(location: Path | RemoteFolder) -> str:
+    return location.uri if isinstance(location, RemoteFolder) else location.resolve().as_uri()
+
+
+def load_run(reference: str, role: str, scratch: Path, settings: Any = None, sha256: str | None = None) -> RunReport:
+    """A run report from a path or URI; with ``sha256`` (what XCom recorded) its bytes must match."""
+    from invarlock_provider.layout import resolve_report
+
+    location = work_location(reference, settings)
+    if isinstance(location, RemoteFolder):
+        return load_run_report(fetch_report(location, scratch / role, sha256), role)
+    report = load_run_report(resolve_report(location), role)
+    if sha256 and report.sha256 != sha256:
+        raise BadInputError(f"{report.path}: sha256 {report.sha256} differs from {sha256} recorded by the caller")
+    return report
+
+
+def write_report(
+    output: str,
+    subject: RunReport,
+    baseline: RunReport,
+    policy: Any,
+    *,
+    scratch: Path,
+    settings: Any = None,
+    copy_baseline: bool = False,
+    with_events: bool = False,
+    html: bool = False,
+) -> WrittenReport:
+    """Write reports/<name>/ where ``output`` says; a store folder is built in scratch, then published."""
+    from invarlock_provider.reporting.evaluation import copy_run_events, write_evaluation
+    from invarlock_provider.reporting.html import write_html
+
+    location = work_location(output, settings)
+    local = scratch / "reports" / location.name if isinstance(location, RemoteFolder) else location
+    target, evaluation = write_evaluation(local, subject, baseline, policy, copy_baseline=copy_baseline)
+    if with_events and not copy_run_events(subject.path.parent, local):
+        raise BadInputError(f"--with-events: no events.jsonl beside the subject report {subject.path}")
+    if html:
+        write_html(target, evaluation)
+    page = HTML_FILE if html else EVALUATION_FILE
+    if isinstance(location, RemoteFolder):
+        digest = publish_reports(local, location)
+        uri, page_uri, shown = location.child(EVALUATION_FILE).uri, location.child(page).uri, None
+    else:
+        digest = sha256_file(target)
+        uri, page_uri, shown = target.resolve().as_uri(), (local / page).resolve().as_uri(), str(target)
+    return WrittenReport(evaluation, uri, digest, location_uri(location), page_uri, shown or uri)
+
+
+def stage_reports(
+    reference: str, scratch: Path, settings: Any = None, sha256: str | None = None
+) -> tuple[Path, dict[Path, tuple[ObjectStore, str]]]:
+    """A reports/<name>/ folder ready to archive: local as it is, or downloaded from a store (with
+    where each file came from, so the archive can copy it server side)."""
+    location = work_location(reference, settings)
+    if not isinstance(location, RemoteFolder):
+        if sha256 and (location / EVALUATION_FILE).is_file() and sha256_file(location / EVALUATION_FILE) != sha256:
+            raise BadInputError(f"{location / EVALUATION_FILE}: sha256 differs from {sha256} recorded by the caller")
+        return location, {}
+    local, sources = fetch_reports(location, scratch, sha256)
+    return local, {path: (location.store, key) for path, key in sources.items()}
