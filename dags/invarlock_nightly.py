@@ -2,13 +2,15 @@
 the baseline and archived; archived scratch runs are pruned at the end.
 
 Subjects are mapped at run time from the YAML, so adding one needs no DAG change. Runs with no
-configuration on the embedded tiny model and a local evidence folder ($INVARLOCK_WORKDIR). The
-archive target is this DAG's Asset outlet; $INVARLOCK_OBJECT_LOCK_DAYS locks the evidence there.
+configuration on the embedded tiny model and a local evidence folder ($INVARLOCK_WORKDIR);
+$INVARLOCK_WORK_URI puts runs/ and reports/ in a store, so the tasks share nothing but the store.
+The archive target is this DAG's Asset outlet; $INVARLOCK_OBJECT_LOCK_DAYS locks the evidence there.
+Retries wait Airflow's [core] default_task_retry_delay.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG
 
@@ -19,7 +21,9 @@ from invarlock_provider.airflow.defaults import (
     evaluation_queue,
     object_lock_days,
     object_lock_mode,
-    workdir,
+    reports_root,
+    runs_root,
+    work_conn_id,
 )
 from invarlock_provider.airflow.nightly import NightlyPlanOperator
 from invarlock_provider.airflow.operators import (
@@ -30,8 +34,9 @@ from invarlock_provider.airflow.operators import (
     evidence_outlets,
 )
 
-WORKDIR = workdir()
 ARCHIVE_TARGET = archive_target()
+RUNS_ROOT = runs_root()
+WORK_CONN_ID = work_conn_id()
 
 
 def from_plan(key: str) -> str:
@@ -44,7 +49,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 1},
     tags=["invarlock", "evaluation"],
     doc_md=__doc__,
 ) as dag:
@@ -52,7 +57,8 @@ with DAG(
     evaluation = {
         "preset": from_plan("preset"),
         "profile": from_plan("profile"),
-        "output_root": str(WORKDIR / "runs"),
+        "output_root": RUNS_ROOT,
+        "conn_id": WORK_CONN_ID,
         "queue": evaluation_queue(),
         "pool": evaluation_pool(),
     }
@@ -65,7 +71,8 @@ with DAG(
         baseline=baseline.output,
         tier=from_plan("tier"),
         tiers_path=from_plan("tiers"),
-        reports_root=str(WORKDIR / "reports"),
+        reports_root=reports_root(),
+        conn_id=WORK_CONN_ID,
     ).expand(subject=subjects.output)
     archives = ArchiveOperator.partial(
         task_id="archive",
@@ -73,12 +80,16 @@ with DAG(
         # Declared here: a mapped operator's __init__ (which adds it when unmapped) never runs at parse time.
         outlets=evidence_outlets(ARCHIVE_TARGET),
         conn_id=archive_conn_id(),
+        work_conn_id=WORK_CONN_ID,
         object_lock_days=object_lock_days(),
         lock_mode=object_lock_mode(),
     ).expand(report_dir=reports.output)
     prune = PruneRunsOperator(
         task_id="prune_runs",
-        runs_root=str(WORKDIR / "runs"),
+        runs_root=RUNS_ROOT,
+        evidence_target=ARCHIVE_TARGET,
+        conn_id=archive_conn_id(),
+        work_conn_id=WORK_CONN_ID,
         keep_last=from_plan("retention_keep_last"),
         max_age=from_plan("retention_max_age"),
     )

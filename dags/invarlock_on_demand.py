@@ -3,6 +3,7 @@
 A baseline model and a subject (another checkpoint, or an in-memory edit of the baseline) are
 evaluated on a preset's windows, paired into a report against a tier, and archived. Params are
 validated before the run starts; templates use run_id, never logical_date (null for UI triggers).
+$INVARLOCK_WORK_URI puts runs/ and reports/ in a store, as for the nightly DAG.
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from invarlock_provider.airflow.defaults import default_archive_target, evaluation_pool, evaluation_queue, workdir
+from invarlock_provider.airflow.defaults import (
+    default_archive_target,
+    evaluation_pool,
+    evaluation_queue,
+    reports_root,
+    runs_root,
+    work_conn_id,
+)
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
 
-WORKDIR = workdir()
+WORK_CONN_ID = work_conn_id()
 
 with DAG(
     dag_id="invarlock_on_demand",
@@ -52,7 +60,8 @@ with DAG(
     common = {
         "preset": "{{ params.preset }}",
         "profile": "{{ params.profile }}",
-        "output_root": str(WORKDIR / "runs"),
+        "output_root": runs_root(),
+        "conn_id": WORK_CONN_ID,
         "queue": evaluation_queue(),
         "pool": evaluation_pool(),
     }
@@ -75,12 +84,14 @@ with DAG(
         baseline=baseline.output,
         report_name="{{ params.report_name }}",
         tier="{{ params.tier }}",
-        reports_root=str(WORKDIR / "reports"),
+        reports_root=reports_root(),
+        conn_id=WORK_CONN_ID,
     )
     ArchiveOperator(
         task_id="archive",
         report_dir=report.output,
         target="{{ params.archive_target }}",
         conn_id="{{ params.archive_conn_id }}",
+        work_conn_id=WORK_CONN_ID,
         outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare
     )

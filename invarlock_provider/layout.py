@@ -91,12 +91,17 @@ def publish_latest(out: Path, run_dir: Path) -> Path:
 
 def run_summary(report: dict, report_path: Path) -> dict:
     """The small summary of one run that the CLI prints and the operator returns as XCom."""
+    return summarize_run(report, str(report_path.parent), str(report_path), sha256_file(report_path))
+
+
+def summarize_run(report: dict, run_dir: str, report_location: str, report_sha256: str) -> dict:
+    """The same for a run wherever it is: ``run_dir`` and ``report_location`` are paths or URIs."""
     metrics = report["metrics"]
     return {
         "run_id": report["run_id"],
-        "run_dir": str(report_path.parent),
-        "report": str(report_path),
-        "report_sha256": sha256_file(report_path),
+        "run_dir": run_dir,
+        "report": report_location,
+        "report_sha256": report_sha256,
         "ppl_preview": metrics["primary_metric"]["preview"],
         "ppl_final": metrics["primary_metric"]["final"],
         "tokens": metrics["tokens_processed"],

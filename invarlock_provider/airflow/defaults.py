@@ -1,7 +1,9 @@
 """Where the example DAGs keep runs, reports and evidence: environment, with defaults.
 
 ``INVARLOCK_WORKDIR`` (default ``~/invarlock``) holds ``runs/``, ``reports/`` and ``evidence/``, so
-the DAGs run with no configuration at all. ``INVARLOCK_ARCHIVE_URI`` (``s3://BUCKET/PREFIX``) and
+the DAGs run with no configuration at all. ``INVARLOCK_WORK_URI`` (``s3://BUCKET/PREFIX``) moves
+``runs/`` and ``reports/`` into a store instead, for workers that share no disk; its connection is
+``INVARLOCK_WORK_CONN_ID``, by default the archive's. ``INVARLOCK_ARCHIVE_URI`` (``s3://BUCKET/PREFIX``) and
 ``INVARLOCK_ARCHIVE_CONN_ID`` point the nightly archive at a bucket, and
 ``INVARLOCK_EVALUATION_QUEUE`` sends the evaluation tasks (the only ones that need a GPU) to the
 workers listening on that queue; ``INVARLOCK_EVALUATION_POOL`` puts them in an Airflow pool (create
@@ -20,6 +22,7 @@ from invarlock_provider.errors import BadInputError
 from invarlock_provider.storage.objectstore import LOCK_MODES
 
 WORKDIR_ENV = "INVARLOCK_WORKDIR"
+WORK_URI_ENV = "INVARLOCK_WORK_URI"
 OBJECT_LOCK_DAYS_ENV = "INVARLOCK_OBJECT_LOCK_DAYS"
 OBJECT_LOCK_MODE_ENV = "INVARLOCK_OBJECT_LOCK_MODE"
 # Airflow's built-in pool; unlike the default queue, its name is not configurable.
@@ -28,6 +31,32 @@ DEFAULT_POOL = "default_pool"
 
 def workdir() -> Path:
     return Path(os.environ.get(WORKDIR_ENV) or Path.home() / "invarlock")
+
+
+def work_root() -> str:
+    """Where runs/ and reports/ live: the work store URI, or the local work folder."""
+    raw = os.environ.get(WORK_URI_ENV, "").strip()
+    if not raw:
+        return str(workdir())
+    if not raw.startswith(("s3://", "file://")):
+        raise BadInputError(f"{WORK_URI_ENV} must be s3://BUCKET[/PREFIX] or file:///PATH, not {raw!r}")
+    from invarlock_provider.storage.uri import parse_store_uri
+
+    parse_store_uri(raw)  # a bad bucket or prefix fails the parse, not every task later
+    return raw.rstrip("/")
+
+
+def runs_root() -> str:
+    return f"{work_root()}/runs"
+
+
+def reports_root() -> str:
+    return f"{work_root()}/reports"
+
+
+def work_conn_id() -> str | None:
+    """The work store's connection; the evidence store's when none is named."""
+    return os.environ.get("INVARLOCK_WORK_CONN_ID") or archive_conn_id()
 
 
 def default_archive_target() -> str:

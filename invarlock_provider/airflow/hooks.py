@@ -51,6 +51,28 @@ class EvidenceStoreHook(BaseHook):
         uri = parse_store_uri(target)
         return open_store(uri, None if uri.scheme == "file" else self.s3_settings)
 
+    def work_location(self, target: str) -> Any:
+        """A runs/ or reports/ folder: a local Path, or a folder in the connection's store."""
+        from invarlock_provider.storage.workstore import work_location
+
+        return work_location(target, self.s3_settings if target.startswith("s3://") else None)
+
+    def environment(self) -> dict[str, str]:
+        """The connection as the standard AWS variables, for an ``invarlock`` subprocess; empty
+        without a connection, so the worker's own credential chain applies. Never logged."""
+        if self.conn_id is None:
+            return {}
+        settings = self.s3_settings
+        pairs = {
+            "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": settings.aws_session_token,
+            "AWS_ENDPOINT_URL": settings.endpoint_url,
+            "AWS_REGION": settings.region_name,
+            "INVARLOCK_S3_PATH_STYLE": "1" if settings.path_style else None,
+        }
+        return {key: value for key, value in pairs.items() if value}
+
     def test_connection(self) -> tuple[bool, str]:
         """Check credentials and endpoint against the bucket named in the extras."""
         from invarlock_provider.errors import InvarlockError

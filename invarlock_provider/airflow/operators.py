@@ -1,9 +1,13 @@
 """RunEvaluationOperator, BuildReportOperator and ArchiveOperator.
 
 Each is the Airflow face of one CLI command (``run``, ``report``, ``archive`` + ``prune``) and
-returns a small XCom (paths, URIs, verdict, ratio). Retries are safe: an evaluation's run folder
-is named from the Airflow run, so a retry finds its own finished run and reuses it (or replaces
-its own unfinished one); reports are rewritten atomically; archiving the same evidence is a no-op.
+returns a small XCom: URIs and sha256, verdict, ratio; never a local path, because the next task
+may run on a host that shares nothing with this one but the store. ``output_root`` and
+``reports_root`` are local folders or ``s3://`` work-store folders (``conn_id`` names their
+connection); a task's local scratch is its own temporary folder, removed when it ends. Retries are
+safe: an evaluation's run folder is named from the Airflow run, so a retry (on any worker) finds its
+own finished run and reuses it, or replaces its own unfinished one; reports are replaced with the
+evaluation written last; archiving the same evidence is a no-op.
 """
 
 from __future__ import annotations
@@ -46,11 +50,23 @@ def evidence_outlets(target: str) -> list[Asset]:
     return [Asset(name=f"invarlock-evidence:{uri}", uri=uri)]
 
 
-def _report_path(value: Any) -> str:
-    """Accept a path, or the XCom dict RunEvaluationOperator returns."""
+def _reference(value: Any, location: str, digest: str) -> tuple[str, str | None]:
+    """A path or URI, or the XCom dict an upstream operator returned (location + its sha256)."""
     if isinstance(value, dict):
-        return str(value["report"])
-    return str(value)
+        return str(value[location]), value.get(digest)
+    return str(value), None
+
+
+def _join(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}" if "://" in root else str(Path(root) / name)
+
+
+def _failed(exc: Exception, conn_id: str | None) -> Exception:
+    """The library's one-line error as the task's failure, naming the connection it went through."""
+    from airflow.sdk.exceptions import AirflowException
+
+    suffix = f" (connection {conn_id!r})" if conn_id and "s3://" in str(exc) else ""
+    return AirflowException(f"{exc}{suffix}")
 
 
 class RunEvaluationOperator(BaseOperator):
@@ -66,6 +82,7 @@ class RunEvaluationOperator(BaseOperator):
         "profile",
         "device",
         "dtype",
+        "conn_id",
     )
     operator_extra_links = (EvidenceLink(),)
 
@@ -83,9 +100,11 @@ class RunEvaluationOperator(BaseOperator):
         batch_size: int | None = None,
         seed: int | None = None,
         in_subprocess: bool = True,
+        conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.conn_id = conn_id
         self.run_name = run_name
         self.preset = preset
         self.model = model
@@ -98,8 +117,8 @@ class RunEvaluationOperator(BaseOperator):
         self.seed = seed
         self.in_subprocess = in_subprocess
 
-    def _arguments(self, out: Path, run_dir_name: str, context: Any) -> list[str]:
-        args = ["run", "--json", "--no-progress", "--out", str(out), "--run-dir-name", run_dir_name]
+    def _arguments(self, out: str, run_dir_name: str, context: Any) -> list[str]:
+        args = ["run", "--json", "--no-progress", "--out", out, "--run-dir-name", run_dir_name]
         for flag, value in (
             ("-c", self.preset),
             ("--model", self.model),
@@ -123,39 +142,56 @@ class RunEvaluationOperator(BaseOperator):
         return args
 
     def execute(self, context: Any) -> dict[str, Any]:
-        out = Path(self.output_root) / self.run_name
-        run_dir_name = airflow_run_dir_name(context)
-        run_dir = out / run_dir_name
-        finished = _own_finished_run(run_dir, context["ti"].run_id)
-        if finished is not None:
-            self.log.info("Reusing this DAG run's finished evaluation %s", run_dir)
-            return finished
-        if run_dir.exists():
-            self.log.info("Replacing this DAG run's unfinished evaluation %s", run_dir)
-            shutil.rmtree(run_dir)
-        args = self._arguments(out, run_dir_name, context)
-        summary = self._run_subprocess(args) if self.in_subprocess else self._run_in_process(args)
-        return {**summary, "reused": False, "link": Path(summary["report"]).resolve().as_uri()}
+        import tempfile
 
-    def _run_subprocess(self, args: list[str]) -> dict[str, Any]:
+        from invarlock_provider.airflow.hooks import EvidenceStoreHook
+        from invarlock_provider.errors import InvarlockError
+        from invarlock_provider.storage.workstore import RemoteFolder
+
+        hook = EvidenceStoreHook(self.conn_id or None)
+        out = _join(self.output_root, self.run_name)
+        run_dir_name = airflow_run_dir_name(context)
+        try:
+            location = hook.work_location(out)
+            if isinstance(location, RemoteFolder):
+                finished = _own_stored_run(location.child(run_dir_name), context["ti"].run_id, self.log)
+            else:
+                finished = _own_local_run(location / run_dir_name, context["ti"].run_id, self.log)
+            environment = hook.environment()
+        except InvarlockError as exc:
+            raise _failed(exc, self.conn_id) from None
+        if finished is not None:
+            return finished
+        args = self._arguments(out, run_dir_name, context)
+        with tempfile.TemporaryDirectory(prefix="invarlock-evaluate-") as scratch:
+            # The run's scratch (a store run scores here before its upload) ends with the task.
+            env = {**os.environ, **environment, "TMPDIR": scratch}
+            summary = self._run_subprocess(args, env) if self.in_subprocess else self._run_in_process(args, env)
+        if not summary["report"].startswith("s3://"):
+            summary = {**summary, "report": Path(summary["report"]).resolve().as_uri()}
+            summary["run_dir"] = Path(summary["run_dir"]).resolve().as_uri()
+        return {**summary, "reused": False, "link": summary["report"]}
+
+    def _run_subprocess(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
 
         command = [sys.executable, "-m", "invarlock_provider.cli", *args]
         self.log.info("Running %s", " ".join(command))
-        result = subprocess.run(command, capture_output=True, text=True, check=False, env=dict(os.environ))
+        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
         for line in result.stderr.strip().splitlines()[-20:]:
             self.log.info("invarlock: %s", line)
         if result.returncode != 0:
             last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output"
-            raise AirflowException(f"invarlock run failed (exit {result.returncode}): {last}")
+            suffix = f" (connection {self.conn_id!r})" if self.conn_id and "s3://" in last else ""
+            raise AirflowException(f"invarlock run failed (exit {result.returncode}): {last}{suffix}")
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    def _run_in_process(self, args: list[str]) -> dict[str, Any]:
+    def _run_in_process(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
         from click.testing import CliRunner
 
         from invarlock_provider.cli import main
 
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        result = CliRunner().invoke(main, args, catch_exceptions=False, env=env)
         if result.exit_code != 0:
             from airflow.sdk.exceptions import AirflowException
 
@@ -163,19 +199,60 @@ class RunEvaluationOperator(BaseOperator):
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _own_finished_run(run_dir: Path, airflow_run_id: str) -> dict[str, Any] | None:
+def _not_ours(where: str, owner: Any, airflow_run_id: str) -> Exception:
+    from airflow.sdk.exceptions import AirflowException
+
+    return AirflowException(f"{where} belongs to Airflow run {owner!r}, not {airflow_run_id!r}")
+
+
+def _own_local_run(run_dir: Path, airflow_run_id: str, log: Any) -> dict[str, Any] | None:
+    """This DAG run's finished run (reused), or None after removing its unfinished one."""
     report_path = run_dir / "report.json"
     if not report_path.is_file():
+        if run_dir.exists():
+            log.info("Replacing this DAG run's unfinished evaluation %s", run_dir)
+            shutil.rmtree(run_dir)
         return None
     report = json.loads(report_path.read_text())
     owner = report.get("meta", {}).get("labels", {}).get("airflow_run_id")
     if owner != airflow_run_id:
-        from airflow.sdk.exceptions import AirflowException
-
-        raise AirflowException(f"{run_dir} belongs to Airflow run {owner!r}, not {airflow_run_id!r}")
+        raise _not_ours(str(run_dir), owner, airflow_run_id)
     from invarlock_provider.layout import run_summary
 
-    return {**run_summary(report, report_path), "reused": True, "link": report_path.resolve().as_uri()}
+    log.info("Reusing this DAG run's finished evaluation %s", run_dir)
+    summary = run_summary(report, report_path)
+    uri = report_path.resolve().as_uri()
+    return {**summary, "run_dir": run_dir.resolve().as_uri(), "report": uri, "reused": True, "link": uri}
+
+
+def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, Any] | None:
+    """The same for a run folder in a work store: a complete run (report.json and events.jsonl)
+    of this DAG run is reused; anything less that is there is deleted, so the run starts clean."""
+    from invarlock_provider.fileio import sha256_bytes
+    from invarlock_provider.layout import summarize_run
+    from invarlock_provider.storage.workstore import is_complete
+
+    store = run_dir.store
+    present = [info.key for info in store.list(run_dir.key)]
+    report_key = f"{run_dir.key}/report.json"
+    if report_key in present:
+        raw = store.read_bytes(report_key)
+        owner = json.loads(raw).get("meta", {}).get("labels", {}).get("airflow_run_id")
+        if owner != airflow_run_id:
+            raise _not_ours(run_dir.uri, owner, airflow_run_id)
+        if is_complete(present, run_dir.key):
+            log.info("Reusing this DAG run's finished evaluation %s", run_dir.uri)
+            report_uri = run_dir.child("report.json").uri
+            summary = summarize_run(json.loads(raw), run_dir.uri, report_uri, sha256_bytes(raw))
+            return {**summary, "reused": True, "link": report_uri}
+    if present:
+        log.info("Replacing this DAG run's unfinished evaluation %s (%d objects)", run_dir.uri, len(present))
+        outcome = store.delete(present)
+        if outcome.errors:
+            from invarlock_provider.errors import InvarlockError
+
+            raise InvarlockError(f"{run_dir.uri}: cannot remove the unfinished run: {outcome.errors}")
+    return None
 
 
 class BuildReportOperator(BaseOperator):
@@ -186,7 +263,15 @@ class BuildReportOperator(BaseOperator):
     or None: the bundled configs/tiers.yaml. The resolved limits are in the evaluation's ``policy``.
     """
 
-    template_fields: Sequence[str] = ("subject", "baseline", "report_name", "reports_root", "tier", "tiers_path")
+    template_fields: Sequence[str] = (
+        "subject",
+        "baseline",
+        "report_name",
+        "reports_root",
+        "tier",
+        "tiers_path",
+        "conn_id",
+    )
     operator_extra_links = (EvidenceLink(),)
 
     def __init__(
@@ -202,9 +287,11 @@ class BuildReportOperator(BaseOperator):
         copy_baseline: bool = True,
         with_events: bool = True,
         fail_on_verdict: bool = False,
+        conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.conn_id = conn_id
         self.subject = subject
         self.baseline = baseline
         self.report_name = report_name
@@ -217,53 +304,79 @@ class BuildReportOperator(BaseOperator):
         self.fail_on_verdict = fail_on_verdict
 
     def execute(self, context: Any) -> dict[str, Any]:
+        import tempfile
+
+        from invarlock_provider.airflow.hooks import EvidenceStoreHook
         from invarlock_provider.errors import InvarlockError
-        from invarlock_provider.layout import resolve_report
-        from invarlock_provider.reporting.evaluation import HTML_FILE, copy_run_events, run_name, write_evaluation
-        from invarlock_provider.reporting.html import write_html
+        from invarlock_provider.reporting.evaluation import run_name
         from invarlock_provider.reporting.policy import load_tier
-        from invarlock_provider.reporting.run_report import load_run_report
         from invarlock_provider.reporting.summary import evaluation_summary
+        from invarlock_provider.storage.handoff import load_run, write_report
         from invarlock_provider.storage.uri import check_segment
 
+        hook = EvidenceStoreHook(self.conn_id or None)
+        subject_ref, subject_sha = _reference(self.subject, "report", "report_sha256")
+        baseline_ref, baseline_sha = _reference(self.baseline, "report", "report_sha256")
         try:
-            subject = load_run_report(resolve_report(_report_path(self.subject)), "subject")
-            name = self.report_name or f"{run_name(subject.path)}_{self.tier}"
-            output = Path(self.reports_root) / check_segment(name, "report_name")
-            baseline = load_run_report(resolve_report(_report_path(self.baseline)), "baseline")
-            policy = load_tier(self.tier, Path(self.tiers_path) if self.tiers_path else None)
-            target, evaluation = write_evaluation(output, subject, baseline, policy, copy_baseline=self.copy_baseline)
-            if self.with_events:
-                copy_run_events(subject.path.parent, output)
-            if self.html:
-                write_html(target, evaluation)
+            settings = hook.s3_settings if "s3://" in f"{subject_ref}{baseline_ref}{self.reports_root}" else None
+            with tempfile.TemporaryDirectory(prefix="invarlock-report-") as tmp:
+                scratch = Path(tmp)
+                subject = load_run(subject_ref, "subject", scratch, settings, subject_sha)
+                name = check_segment(self.report_name or f"{run_name(subject.path)}_{self.tier}", "report_name")
+                baseline = load_run(baseline_ref, "baseline", scratch, settings, baseline_sha)
+                policy = load_tier(self.tier, Path(self.tiers_path) if self.tiers_path else None)
+                written = write_report(
+                    _join(self.reports_root, name),
+                    subject,
+                    baseline,
+                    policy,
+                    scratch=scratch,
+                    settings=settings,
+                    copy_baseline=self.copy_baseline,
+                    with_events=self.with_events,
+                    html=self.html,
+                )
+            link = written.page
+            if link.startswith("s3://"):
+                folder = hook.work_location(link)
+                link = folder.store.link(folder.key, LINK_EXPIRY_S)
         except InvarlockError as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(str(exc)) from None
-        page = output / HTML_FILE if self.html else target
+            raise AirflowFailException(str(_failed(exc, self.conn_id))) from None
         summary = {
-            **evaluation_summary(evaluation, str(target)),
-            "report_dir": str(output),
-            "link": page.resolve().as_uri(),
+            **evaluation_summary(written.evaluation, written.evaluation_uri),
+            "evaluation_sha256": written.evaluation_sha256,
+            "report_dir": written.report_dir,
+            "link": link,
         }
-        self.log.info("%s [%s] ratio %s: %s", summary["verdict"], self.tier, summary["ratio"], target)
+        self.log.info("%s [%s] ratio %s: %s", summary["verdict"], self.tier, summary["ratio"], written.evaluation_uri)
         if self.fail_on_verdict and summary["verdict"] != "PASS":
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(f"verdict FAIL for {output.name}: {'; '.join(summary['reasons'])}")
+            raise AirflowFailException(f"verdict FAIL for {name}: {'; '.join(summary['reasons'])}")
         return summary
 
 
 class ArchiveOperator(BaseOperator):
     """Archive a reports folder (``invarlock archive``), then apply retention (``invarlock prune``).
 
-    A static ``target`` is also the task's Asset outlet (:func:`evidence_outlets`; pass it to
-    ``.partial(outlets=...)`` when mapping). ``object_lock_days`` locks every archived object for
-    that many days in ``lock_mode`` (GOVERNANCE or COMPLIANCE); the bucket needs Object Lock.
+    ``report_dir`` is a path, a URI, or BuildReportOperator's XCom (its ``report_dir`` and
+    ``evaluation_sha256``, checked after download); ``work_conn_id`` is the work store's connection
+    (default: ``conn_id``, the evidence store's). A static ``target`` is also the task's Asset outlet
+    (:func:`evidence_outlets`; pass it to ``.partial(outlets=...)`` when mapping). ``object_lock_days``
+    locks every archived object for that many days in ``lock_mode`` (GOVERNANCE or COMPLIANCE).
     """
 
-    template_fields: Sequence[str] = ("report_dir", "target", "conn_id", "runs_root", "max_age", "bucket_max_age")
+    template_fields: Sequence[str] = (
+        "report_dir",
+        "target",
+        "conn_id",
+        "work_conn_id",
+        "runs_root",
+        "max_age",
+        "bucket_max_age",
+    )
     operator_extra_links = (EvidenceLink(),)
 
     def __init__(
@@ -272,6 +385,7 @@ class ArchiveOperator(BaseOperator):
         report_dir: Any,
         target: str,
         conn_id: str | None = None,
+        work_conn_id: str | None = None,
         object_lock_days: int | None = None,
         lock_mode: str = "GOVERNANCE",
         runs_root: str | None = None,
@@ -288,6 +402,7 @@ class ArchiveOperator(BaseOperator):
         self.report_dir = report_dir
         self.target = target
         self.conn_id = conn_id
+        self.work_conn_id = work_conn_id
         self.object_lock_days = object_lock_days
         self.lock_mode = lock_mode
         self.runs_root = runs_root
@@ -298,37 +413,38 @@ class ArchiveOperator(BaseOperator):
         self.index_path = index_path
 
     def execute(self, context: Any) -> dict[str, Any]:
+        import tempfile
         from datetime import UTC, datetime
 
         from invarlock_provider.airflow.hooks import EvidenceStoreHook
         from invarlock_provider.errors import InvarlockError
         from invarlock_provider.reporting.evaluation import EVALUATION_FILE
         from invarlock_provider.storage.archive import archive_report
-        from invarlock_provider.storage.index import default_index_path
-        from invarlock_provider.storage.retention import parse_duration, prune_archived_runs, prune_bundles
+        from invarlock_provider.storage.handoff import stage_reports
+        from invarlock_provider.storage.retention import parse_duration, prune_bundles
         from invarlock_provider.storage.uri import join_key
 
-        report_dir = Path(self.report_dir["report_dir"] if isinstance(self.report_dir, dict) else self.report_dir)
-        index_path = Path(self.index_path) if self.index_path else default_index_path()
-        store = EvidenceStoreHook(self.conn_id or None).get_store(self.target)
+        reference, digest = _reference(self.report_dir, "report_dir", "evaluation_sha256")
+        work_conn = self.work_conn_id or self.conn_id or None
+        work = EvidenceStoreHook(work_conn)
         now = datetime.now(UTC)
         try:
-            result = archive_report(
-                store,
-                report_dir,
-                object_lock_days=self.object_lock_days,
-                lock_mode=self.lock_mode,
-                index_path=index_path,
-                now=now,
-            )
-            pruned = (
-                prune_archived_runs(
-                    Path(self.runs_root),
-                    keep_last=self.keep_last,
-                    max_age=self.max_age,
-                    index_path=index_path,
+            store = EvidenceStoreHook(self.conn_id or None).get_store(self.target)
+            local_work = not reference.startswith("s3://")
+            with tempfile.TemporaryDirectory(prefix="invarlock-archive-") as scratch:
+                settings = work.s3_settings if not local_work else None
+                report_dir, sources = stage_reports(reference, Path(scratch), settings, digest)
+                result = archive_report(
+                    store,
+                    report_dir,
+                    object_lock_days=self.object_lock_days,
+                    lock_mode=self.lock_mode,
+                    index_path=_index_path(self.index_path) if local_work else None,
                     now=now,
+                    sources=sources,
                 )
+            pruned = (
+                _prune_runs(work, self.runs_root, self.keep_last, self.max_age, store, self.index_path, now)
                 if self.runs_root
                 else []
             )
@@ -340,11 +456,9 @@ class ArchiveOperator(BaseOperator):
                     max_age=parse_duration(self.bucket_max_age) if self.bucket_max_age else None,
                     now=now,
                 )
+            link = store.link(join_key(result.bundle_key, EVALUATION_FILE), LINK_EXPIRY_S)
         except InvarlockError as exc:
-            from airflow.sdk.exceptions import AirflowException
-
-            raise AirflowException(str(exc)) from None
-        link = store.link(join_key(result.bundle_key, EVALUATION_FILE), LINK_EXPIRY_S)
+            raise _failed(exc, self.conn_id) from None
         self.log.info("%s evidence %s at %s", result.verdict, result.evidence_id, result.bundle_uri)
         return {
             "bundle_uri": result.bundle_uri,
@@ -357,32 +471,76 @@ class ArchiveOperator(BaseOperator):
         }
 
 
-class PruneRunsOperator(BaseOperator):
-    """Retention for local runs (``invarlock prune runs/``): archived runs only, never the newest."""
+def _index_path(configured: str | None) -> Path:
+    from invarlock_provider.storage.index import default_index_path
 
-    template_fields: Sequence[str] = ("runs_root", "keep_last", "max_age")
+    return Path(configured) if configured else default_index_path()
+
+
+def _prune_runs(
+    work: Any,
+    runs_root: str,
+    keep_last: int | None,
+    max_age: str | None,
+    evidence: Any,
+    index_path: str | None,
+    now: Any,
+) -> list[str]:
+    """Archived runs only, never the newest. What counts as archived is the evidence store's own
+    record (readable from any worker), plus the local archive index for local runs."""
+    from invarlock_provider.storage.index import archived_in_store, read_index
+    from invarlock_provider.storage.retention import prune_archived_runs
+    from invarlock_provider.storage.workstore import RemoteFolder
+
+    if keep_last is None and not max_age:
+        return []
+    runs = work.work_location(runs_root)
+    archived = archived_in_store(evidence)
+    if not isinstance(runs, RemoteFolder):
+        archived |= set(read_index(_index_path(index_path)))
+    return prune_archived_runs(runs, keep_last=keep_last, max_age=max_age, archived=archived, now=now)
+
+
+class PruneRunsOperator(BaseOperator):
+    """Retention for runs (``invarlock prune RUNS --evidence TARGET``): archived runs only, never the
+    newest; local or in a work store (``work_conn_id``), with the evidence store's record of what is
+    archived (``evidence_target`` through ``conn_id``)."""
+
+    template_fields: Sequence[str] = ("runs_root", "keep_last", "max_age", "evidence_target", "conn_id", "work_conn_id")
 
     def __init__(
-        self, *, runs_root: str, keep_last: int | str | None = None, max_age: str | None = None, **kwargs: Any
+        self,
+        *,
+        runs_root: str,
+        evidence_target: str,
+        keep_last: int | str | None = None,
+        max_age: str | None = None,
+        conn_id: str | None = None,
+        work_conn_id: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.runs_root = runs_root
+        self.evidence_target = evidence_target
         self.keep_last = keep_last
         self.max_age = max_age
+        self.conn_id = conn_id
+        self.work_conn_id = work_conn_id
 
     def execute(self, context: Any) -> list[str]:
         from datetime import UTC, datetime
 
-        from invarlock_provider.storage.index import default_index_path
-        from invarlock_provider.storage.retention import prune_archived_runs
+        from invarlock_provider.airflow.hooks import EvidenceStoreHook
+        from invarlock_provider.errors import InvarlockError
 
         keep_last = int(self.keep_last) if self.keep_last not in (None, "", "None") else None
-        pruned = prune_archived_runs(
-            Path(self.runs_root),
-            keep_last=keep_last,
-            max_age=self.max_age or None,
-            index_path=default_index_path(),
-            now=datetime.now(UTC),
-        )
+        try:
+            evidence = EvidenceStoreHook(self.conn_id or None).get_store(self.evidence_target)
+            work = EvidenceStoreHook(self.work_conn_id or self.conn_id or None)
+            pruned = _prune_runs(
+                work, self.runs_root, keep_last, self.max_age or None, evidence, None, datetime.now(UTC)
+            )
+        except InvarlockError as exc:
+            raise _failed(exc, self.conn_id) from None
         self.log.info("Pruned %d archived runs", len(pruned))
         return pruned

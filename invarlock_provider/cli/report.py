@@ -163,6 +163,8 @@ def _report(
         with_events=with_events,
         html=output_format == "html",
     )
+    if with_events and not written.events_copied:
+        raise BadInputError(f"--with-events: no events.jsonl beside the subject report {run_ref}")
     target = written.shown
     summary = {**evaluation_summary(written.evaluation, target), "evaluation_sha256": written.evaluation_sha256}
     ratio = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.4f}"

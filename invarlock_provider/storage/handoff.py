@@ -33,6 +33,7 @@ class WrittenReport:
     report_dir: str
     page: str
     shown: str  # how a person reads the location: the path as given, or the URI
+    events_copied: bool
 
 
 def location_uri(location: Path | RemoteFolder) -> str:
@@ -64,15 +65,15 @@ def write_report(
     with_events: bool = False,
     html: bool = False,
 ) -> WrittenReport:
-    """Write reports/<name>/ where ``output`` says; a store folder is built in scratch, then published."""
+    """Write reports/<name>/ where ``output`` says; a store folder is built in scratch, then published.
+    ``with_events`` copies the subject run's events.jsonl beside its report when the run has one."""
     from invarlock_provider.reporting.evaluation import copy_run_events, write_evaluation
     from invarlock_provider.reporting.html import write_html
 
     location = work_location(output, settings)
     local = scratch / "reports" / location.name if isinstance(location, RemoteFolder) else location
     target, evaluation = write_evaluation(local, subject, baseline, policy, copy_baseline=copy_baseline)
-    if with_events and not copy_run_events(subject.path.parent, local):
-        raise BadInputError(f"--with-events: no events.jsonl beside the subject report {subject.path}")
+    events_copied = with_events and copy_run_events(subject.path.parent, local)
     if html:
         write_html(target, evaluation)
     page = HTML_FILE if html else EVALUATION_FILE
@@ -82,7 +83,7 @@ def write_report(
     else:
         digest = sha256_file(target)
         uri, page_uri, shown = target.resolve().as_uri(), (local / page).resolve().as_uri(), str(target)
-    return WrittenReport(evaluation, uri, digest, location_uri(location), page_uri, shown or uri)
+    return WrittenReport(evaluation, uri, digest, location_uri(location), page_uri, shown or uri, events_copied)
 
 
 def stage_reports(

@@ -37,7 +37,8 @@ def test_retries_reuse_their_own_run_and_never_duplicate_evidence(workdir: Path,
     )
     retried = again.execute(context("manual__1", "evaluate_quant8"))
     assert retried["reused"] is True and retried["report"] == evaluated["quant8"]["report"]
-    assert retried["link"] == Path(evaluated["quant8"]["report"]).resolve().as_uri()
+    assert retried["report"].startswith("file:///") and retried["link"] == evaluated["quant8"]["report"]
+    assert retried["report_sha256"] == evaluated["quant8"]["report_sha256"]
     other_run = again.execute(context("manual__2", "evaluate_quant8"))
     assert other_run["reused"] is False and other_run["run_dir"] != evaluated["quant8"]["run_dir"]
 
@@ -150,3 +151,122 @@ def test_doctor_reads_a_connection_kept_only_in_the_metadata_database(seaweed, b
     code, stdout, _ = cli("doctor", "--store", f"s3://{bucket}/nightly", "--conn-id", "evidence_in_db")
     assert code == 0, stdout
     assert "reachable through connection evidence_in_db" in stdout and "writable (probe written" in stdout
+
+
+def no_local_paths(value: object) -> None:
+    """XCom carries URIs and digests: nothing a worker on another host could not open."""
+    for text in value.values() if isinstance(value, dict) else [value]:
+        if isinstance(text, str) and "/" in text:
+            assert text.startswith(("s3://", "file://", "http://")), text
+
+
+@pytest.mark.slow
+def test_a_work_store_carries_runs_and_reports_between_tasks(
+    workdir: Path, seaweed, bucket, evidence_connection, tmp_path: Path
+) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    conn_id = evidence_connection("flag")
+    work = f"s3://{bucket}/work"
+    client = seaweed.client()
+    results = {}
+    for name, edit in (("baseline", "noop"), ("quant8", "quant8")):
+        operator = RunEvaluationOperator(
+            task_id=f"evaluate_{name}",
+            run_name=name,
+            edit=edit,
+            profile="dev",
+            output_root=f"{work}/runs",
+            conn_id=conn_id,
+        )
+        results[name] = operator.execute(context("manual__1", operator.task_id))
+        no_local_paths(results[name])
+    assert results["quant8"]["report"].startswith(f"{work}/runs/quant8/20261129_020000_")
+    run_key = results["quant8"]["run_dir"].removeprefix(f"s3://{bucket}/")
+
+    # A retry reuses its own finished run from the store; an unfinished one is replaced.
+    retry = RunEvaluationOperator(
+        task_id="evaluate_quant8",
+        run_name="quant8",
+        edit="quant8",
+        profile="dev",
+        output_root=f"{work}/runs",
+        conn_id=conn_id,
+    )
+    assert retry.execute(context("manual__1", "evaluate_quant8"))["reused"] is True
+    client.delete_object(Bucket=bucket, Key=f"{run_key}/events.jsonl")  # as if the try died mid-upload
+    replaced = retry.execute(context("manual__1", "evaluate_quant8"))
+    assert replaced["reused"] is False and replaced["report"] == results["quant8"]["report"]
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{run_key}/")["Contents"]
+    assert sorted(entry["Key"].rsplit("/", 1)[1] for entry in listed) == ["events.jsonl", "report.json"]
+    results["quant8"] = replaced
+    # Another DAG run's folder (same name by construction here) is never touched.
+    ours = client.get_object(Bucket=bucket, Key=f"{run_key}/report.json")["Body"].read()
+    other = json.loads(ours)
+    other["meta"]["labels"]["airflow_run_id"] = "manual__other"
+    client.put_object(Bucket=bucket, Key=f"{run_key}/report.json", Body=json.dumps(other).encode())
+    with pytest.raises(AirflowException, match="belongs to Airflow run 'manual__other'"):
+        retry.execute(context("manual__1", "evaluate_quant8"))
+    client.put_object(Bucket=bucket, Key=f"{run_key}/report.json", Body=ours)
+
+    report = BuildReportOperator(
+        task_id="report",
+        subject=results["baseline"],
+        baseline=results["baseline"],
+        report_name="noop",
+        reports_root=f"{work}/reports",
+        conn_id=conn_id,
+    )
+    summary = report.execute(context("manual__1", "report"))
+    no_local_paths({k: v for k, v in summary.items() if k != "link"})
+    assert summary["report_dir"] == f"{work}/reports/noop" and summary["ratio"] == 1.0
+    assert summary["link"].startswith(seaweed.endpoint) and "X-Amz-Signature" in summary["link"]
+    archive = ArchiveOperator(
+        task_id="archive",
+        report_dir=summary,
+        target=f"s3://{bucket}/evidence",
+        conn_id=conn_id,
+        runs_root=f"{work}/runs",
+        keep_last=0,
+        max_age="0s",
+    )
+    archived = archive.execute(context("manual__1", "archive"))
+    no_local_paths({k: v for k, v in archived.items() if k != "link"})
+    assert archived["pruned_runs"] == []  # the only run of each name is the newest: kept
+    assert not (workdir / "runs").exists() and not (workdir / "reports").exists()
+
+    # What XCom promised is checked after download.
+    tampered = ArchiveOperator(
+        task_id="archive",
+        report_dir={**summary, "evaluation_sha256": "0" * 64},
+        target=f"s3://{bucket}/evidence",
+        conn_id=conn_id,
+    )
+    with pytest.raises(AirflowException, match=r"differs from 0{64} recorded by the caller"):
+        tampered.execute(context("manual__1", "archive"))
+    wrong = BuildReportOperator(
+        task_id="report",
+        subject={**results["quant8"], "report_sha256": "f" * 64},
+        baseline=results["baseline"],
+        reports_root=f"{work}/reports",
+        conn_id=conn_id,
+    )
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=r"differs from f{64} recorded by the caller"):
+        wrong.execute(context("manual__1", "report"))
+
+
+def test_missing_credentials_on_a_worker_are_named(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(workdir / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(workdir / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    operator = RunEvaluationOperator(
+        task_id="evaluate", run_name="base", profile="dev", output_root="s3://work-bucket/work/runs"
+    )
+    with pytest.raises(AirflowException, match="no credentials found"):
+        operator.execute(context("manual__1", "evaluate"))
