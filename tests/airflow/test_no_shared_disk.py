@@ -1,0 +1,170 @@
+"""The nightly DAG on a real CeleryExecutor deployment whose two workers share no disk: each runs in
+its own mount namespace with private tmpfs work, home, temp and log folders, and only SeaweedFS on
+127.0.0.1 is shared. Two nights through the scheduler: evidence archived and verified, the first
+night's archived runs pruned from the work store, and an evaluation SIGKILLed mid-run retried into
+exactly one complete run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.airflow.celery_deployment import CeleryDeployment, deployment
+from tests.airflow.conftest import REPO
+from tests.storage.conftest import cli
+from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+DAG_ID = "invarlock_nightly"
+PLAN = """\
+preset: causal_lm/tiny_pydocs_128
+profile: ci
+tier: balanced
+baseline: {model: null}
+subjects:
+  - {name: quant8, edit: quant8}
+  - {name: noop_control, edit: noop}
+retention: {keep_last: 1, max_age: 0s}
+"""
+
+
+def evaluation_process(task_id: str) -> int | None:
+    """The `invarlock run` subprocess of a running evaluation task, found through /proc (workers
+    have their own mount namespaces, not their own PID namespace)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"invarlock_provider.cli" in argv and f"airflow_task_id={task_id}".encode() in argv:
+            return int(entry.name)
+    return None
+
+
+def scored_phases(pid: int) -> set[str]:
+    """Phases in the run's events.jsonl, read inside the worker's namespace (its private TMPDIR)."""
+    try:
+        environ = dict(
+            item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+        )
+        scratch = Path(f"/proc/{pid}/root") / environ["TMPDIR"].lstrip("/")
+        phases = set()
+        for events in scratch.glob("invarlock-run-*/*/*/events.jsonl"):
+            for line in events.read_text().splitlines():
+                phases.add(json.loads(line).get("phase", ""))
+        return phases
+    except (OSError, KeyError, ValueError):
+        return set()
+
+
+def kill_mid_run(task_id: str, timeout: float = 240) -> set[str]:
+    """SIGKILL the evaluation once it has loaded the model and started on the windows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = evaluation_process(task_id)
+        if pid is not None and scored_phases(pid) & {"guards", "windows", "score"}:
+            phases = scored_phases(pid)
+            os.kill(pid, signal.SIGKILL)
+            return phases
+        time.sleep(0.1)
+    raise AssertionError(f"{task_id} never reached scoring")
+
+
+def run_folders(client, bucket: str, name: str) -> dict[str, set[str]]:
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"work/runs/{name}/").get("Contents", [])
+    folders: dict[str, set[str]] = {}
+    for entry in listed:
+        parts = entry["Key"].split("/")
+        if len(parts) == 5:
+            folders.setdefault(parts[3], set()).add(parts[4])
+    return folders
+
+
+def scheduled_run(airflow: CeleryDeployment, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
+        if runs:
+            return runs[0]["dag_run_id"]
+        time.sleep(0.5)
+    return airflow.trigger(DAG_ID)
+
+
+def night(airflow: CeleryDeployment, run_id: str) -> dict[str, dict]:
+    state = airflow.wait_for_run(DAG_ID, run_id, timeout=420)
+    tis = {f"{ti['task_id']}[{ti['map_index']}]": ti for ti in airflow.task_instances(DAG_ID, run_id)}
+    assert state == "success", (
+        {k: (ti["state"], ti["hostname"]) for k, ti in tis.items()},
+        airflow.worker_log("worker-gpu")[-2000:],
+        airflow.worker_log("worker-default")[-2000:],
+    )
+    for key, ti in tis.items():
+        expected = ("worker-gpu", "gpu") if key.startswith("evaluate") else ("worker-default", "default")
+        assert (ti["hostname"], ti["queue"]) == expected, (key, ti)
+    return tis
+
+
+@pytest.mark.slow
+def test_the_nightly_dag_needs_nothing_but_the_store(
+    tmp_path: Path, seaweed, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: PostgreSQL runs as the postgres user, each worker in its own mount namespace")
+    plan = tmp_path / "nightly.yaml"
+    plan.write_text(PLAN)
+    connection = {
+        "conn_type": "aws",
+        "login": ACCESS_KEY,
+        "password": SECRET_KEY,
+        "extra": {"endpoint_url": seaweed.endpoint, "region_name": "us-east-1", "path_style": True, "bucket": bucket},
+    }
+    settings = {
+        "INVARLOCK_WORK_URI": f"s3://{bucket}/work",
+        "INVARLOCK_ARCHIVE_URI": f"s3://{bucket}/nightly",
+        "INVARLOCK_ARCHIVE_CONN_ID": "invarlock_evidence",
+        "AIRFLOW_CONN_INVARLOCK_EVIDENCE": json.dumps(connection),
+        "INVARLOCK_EVALUATION_QUEUE": "gpu",
+        "INVARLOCK_NIGHTLY_CONFIG": str(plan),
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+    }
+    client = seaweed.client()
+    with deployment(tmp_path / "deployment", REPO / "dags", settings) as airflow:
+        airflow.wait_for_dag(DAG_ID)
+        airflow.unpause(DAG_ID)  # catchup=False: the scheduler creates the latest night's run at once
+        first = scheduled_run(airflow)
+
+        killed_in = kill_mid_run("evaluate_baseline")
+        tis = night(airflow, first)
+        assert tis["evaluate_baseline[-1]"]["try_number"] == 2, killed_in
+        # The killed try left nothing behind (it died in its private scratch); the retry, on the
+        # same worker or another, made exactly one complete run.
+        first_runs = {name: run_folders(client, bucket, name) for name in ("baseline", "quant8", "noop_control")}
+        for name, folders in first_runs.items():
+            assert list(folders.values()) == [{"report.json", "events.jsonl"}], (name, folders)
+        baseline_xcom = airflow.xcom(DAG_ID, first, "evaluate_baseline")
+        assert baseline_xcom["report"].startswith(f"s3://{bucket}/work/runs/baseline/")
+        assert len(baseline_xcom["report_sha256"]) == 64
+
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        verify = ("verify", f"s3://{bucket}/nightly", "--endpoint-url", seaweed.endpoint, "--path-style")
+        code, stdout, stderr = cli(*verify, "--region", "us-east-1")
+        assert code == 0, stdout + stderr
+        assert stdout.count("verdict PASS") == 2, stdout
+
+        second = airflow.trigger(DAG_ID)
+        night(airflow, second)
+        for name, before in first_runs.items():
+            after = run_folders(client, bucket, name)
+            assert len(after) == 1 and set(after) != set(before), (name, before, after)
+        code, stdout, stderr = cli(*verify, "--region", "us-east-1")
+        assert code == 0 and stdout.count("verdict PASS") == 4, stdout + stderr
+
+        # Nothing reached the shared disk: the work folder every worker points at is empty here.
+        assert list(airflow.workdir.iterdir()) == []
