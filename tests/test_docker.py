@@ -31,7 +31,7 @@ AIRFLOW_SERVICES = {
     "airflow-worker-gpu",
 }
 SUPPORT_SERVICES = {"postgres", "redis", "objectstore", "objectstore-init"}
-# Services that run or schedule tasks, i.e. read or write INVARLOCK_WORKDIR.
+# Services that run or schedule tasks, i.e. read INVARLOCK_WORK_URI.
 TASK_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-worker-cpu", "airflow-worker-gpu")
 CONN_ENV = "AIRFLOW_CONN_INVARLOCK_EVIDENCE"
 
@@ -248,7 +248,7 @@ def test_airflow_services_share_one_configuration(services: dict[str, dict]) -> 
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
         "AIRFLOW__API_AUTH__JWT_SECRET",
         "AIRFLOW__CORE__FERNET_KEY",
-        "INVARLOCK_WORKDIR",
+        "INVARLOCK_WORK_URI",
         "INVARLOCK_EVALUATION_QUEUE",
         "INVARLOCK_ARCHIVE_URI",
         "INVARLOCK_ARCHIVE_CONN_ID",
@@ -333,17 +333,19 @@ def test_gpu_image_is_a_cuda_build_and_the_others_cpu(services: dict[str, dict])
 
 
 @needs_compose
-def test_task_services_share_the_workdir_volume(rendered: dict, services: dict[str, dict]) -> None:
-    workdir = services["airflow-worker-gpu"]["environment"]["INVARLOCK_WORKDIR"]
-    assert workdir == dockerfile_env()["INVARLOCK_WORKDIR"]
-    volumes = {mounts(services[name]).get(workdir) for name in TASK_SERVICES}
-    assert len(volumes) == 1, volumes
-    volume = volumes.pop()
-    assert volume in rendered["volumes"], f"{volume} is not a named volume"
+def test_task_services_share_no_work_folder_only_the_bucket(rendered: dict, services: dict[str, dict]) -> None:
+    env = services["airflow-worker-gpu"]["environment"]
+    work = urlsplit(env["INVARLOCK_WORK_URI"])
+    connection = json.loads(env[CONN_ENV])
+    assert work.scheme == "s3" and work.netloc == connection["extra"]["bucket"]
+    assert "INVARLOCK_WORK_CONN_ID" not in env  # the archive's connection serves the work store too
+    evidence_prefix = urlsplit(env["INVARLOCK_ARCHIVE_URI"]).path.strip("/")
+    assert not work.path.strip("/").startswith(evidence_prefix), "runs must not sit under the locked evidence"
+    workdir = dockerfile_env()["INVARLOCK_WORKDIR"]
     for name in TASK_SERVICES:
-        assert services[name]["environment"]["INVARLOCK_WORKDIR"] == workdir
-        # The archive index that retention reads lives with the runs, on the same volume.
-        assert Path(services[name]["environment"]["INVARLOCK_HOME"]).is_relative_to(workdir)
+        assert services[name]["environment"]["INVARLOCK_WORK_URI"] == env["INVARLOCK_WORK_URI"]
+        assert workdir not in mounts(services[name]), f"{name} mounts a shared work folder"
+    assert not any("work" in volume for volume in rendered["volumes"]), rendered["volumes"]
     logs = {mounts(services[name]).get("/opt/airflow/logs") for name in AIRFLOW_SERVICES}
     assert len(logs) == 1
     assert logs.pop() in rendered["volumes"]

@@ -59,6 +59,7 @@ def archive_command(
     The evidence id is a digest of the content: archiving the same evidence again is a no-op.
     """
     import tempfile
+    import time
 
     from invarlock_provider.storage.archive import archive_report
     from invarlock_provider.storage.handoff import stage_reports
@@ -68,7 +69,9 @@ def archive_command(
     settings = s3_settings(endpoint_url, region, path_style)
     store = open_store(target or default_archive_uri(), settings)
     with tempfile.TemporaryDirectory(prefix="invarlock-archive-") as scratch:
+        started = time.perf_counter()
         local, sources = stage_reports(report_dir, Path(scratch), settings)
+        staged_s = time.perf_counter() - started
         result = archive_report(
             store,
             local,
@@ -78,7 +81,7 @@ def archive_command(
             sources=sources,
         )
     if as_json:
-        click.echo(json.dumps(result.__dict__))
+        click.echo(json.dumps({**result.__dict__, "handoff_s": round(staged_s, 4)}))
         return
     state = "already archived" if result.already_archived else f"uploaded {len(result.uploaded)} files"
     click.echo(f"{result.verdict} evidence {result.evidence_id}: {state}")

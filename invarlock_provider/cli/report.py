@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,7 @@ def _report(
     writes_files = output_format in ("report", "html")
     if writes_files and output is None:
         raise BadInputError(f"--output is required with --format {output_format}")
+    started = time.perf_counter()
     subject = load_run(run_ref, "subject" if baseline_ref else "run", scratch, settings, run_sha256)
     if baseline_ref is None:
         if output_format != "report":
@@ -142,6 +144,7 @@ def _report(
         _echo(as_json, {"baseline": str(target), "run_id": subject.run_id}, f"baseline evidence: {target}")
         return None
     baseline = load_run(baseline_ref, "baseline", scratch, settings, baseline_sha256)
+    fetch_s = time.perf_counter() - started
     policy = load_tier(tier, tiers_path)
     if not writes_files:
         from invarlock_provider.reporting.evaluation import build_evaluation
@@ -166,7 +169,11 @@ def _report(
     if with_events and not written.events_copied:
         raise BadInputError(f"--with-events: no events.jsonl beside the subject report {run_ref}")
     target = written.shown
-    summary = {**evaluation_summary(written.evaluation, target), "evaluation_sha256": written.evaluation_sha256}
+    summary = {
+        **evaluation_summary(written.evaluation, target),
+        "evaluation_sha256": written.evaluation_sha256,
+        "handoff_s": round(fetch_s + written.publish_s, 4),  # reading the runs + publishing the folder
+    }
     ratio = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.4f}"
     ci = "" if summary["ci"] is None else f" (95% CI {summary['ci'][0]:.4f}-{summary['ci'][1]:.4f})"
     reasons = "".join(f"\n  - {reason}" for reason in summary["reasons"])

@@ -129,6 +129,7 @@ def _run_into_store(
 ) -> dict[str, Any]:
     """Score in a private temporary folder, then hand the run to the store; the scratch goes either way."""
     import tempfile
+    import time
     from datetime import UTC, datetime
 
     from invarlock_provider.evaluation.run import execute_run
@@ -142,6 +143,14 @@ def _run_into_store(
         result = execute_run(
             resolved, Path(scratch) / folder.name, show_progress=progress, run_dir_name=name, labels=labels
         )
+        started = time.perf_counter()
         stored = upload_run(folder, result.run_dir)
+        upload_s = time.perf_counter() - started
         summary = run_summary(result.report, result.report_path)
-    return {**summary, "run_dir": stored.run_dir, "report": stored.report, "report_sha256": stored.report_sha256}
+    return {
+        **summary,
+        "run_dir": stored.run_dir,
+        "report": stored.report,
+        "report_sha256": stored.report_sha256,
+        "handoff_s": round(upload_s, 4),
+    }

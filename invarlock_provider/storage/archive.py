@@ -107,7 +107,7 @@ def archive_report(
                 f"{store.uri.locate(base)}: an existing manifest lists different evidence files; not overwriting"
             )
         result = _result(store, base, bundle, raw, [], [f["path"] for f in manifest["files"]], True)
-        _record(store, index_path, bundle, result, now)
+        _record(store, index_path, bundle, result, now, _lock(store, object_lock_days, lock_mode, now))
         return result
 
     lock = _lock(store, object_lock_days, lock_mode, now)
@@ -147,7 +147,7 @@ def archive_report(
     uploaded = [file.name for file, sent in outcomes if sent]
     skipped = [file.name for file, sent in outcomes if not sent]
     result = _result(store, base, bundle, raw, uploaded, skipped, False)
-    _record(store, index_path, bundle, result, now)
+    _record(store, index_path, bundle, result, now, lock)
     return result
 
 
@@ -192,7 +192,12 @@ def _result(
 
 
 def _record(
-    store: ObjectStore, index_path: Path | None, bundle: LocalBundle, result: ArchiveResult, now: datetime
+    store: ObjectStore,
+    index_path: Path | None,
+    bundle: LocalBundle,
+    result: ArchiveResult,
+    now: datetime,
+    lock: ObjectLock | None,
 ) -> None:
     """After the manifest: the evidence store's own record (any worker reads it), and the local index."""
     by_name = {f.name: f for f in bundle.files if f.required}
@@ -205,7 +210,7 @@ def _record(
             "manifest_sha256": result.manifest_sha256,
             "archived_at": now.isoformat(timespec="seconds"),
         }
-    record_archived_in_store(store, entries)
+    record_archived_in_store(store, entries, lock)
     if index_path is not None:
         record_archived(index_path, entries)
 

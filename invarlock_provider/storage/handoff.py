@@ -7,6 +7,7 @@ remove the scratch when they are done, so nothing of one task is left for anothe
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class WrittenReport:
     page: str
     shown: str  # how a person reads the location: the path as given, or the URI
     events_copied: bool
+    publish_s: float  # time spent handing the folder to the store (0 for a local folder)
 
 
 def location_uri(location: Path | RemoteFolder) -> str:
@@ -77,13 +79,17 @@ def write_report(
     if html:
         write_html(target, evaluation)
     page = HTML_FILE if html else EVALUATION_FILE
+    started = time.perf_counter()
     if isinstance(location, RemoteFolder):
         digest = publish_reports(local, location)
         uri, page_uri, shown = location.child(EVALUATION_FILE).uri, location.child(page).uri, None
     else:
         digest = sha256_file(target)
         uri, page_uri, shown = target.resolve().as_uri(), (local / page).resolve().as_uri(), str(target)
-    return WrittenReport(evaluation, uri, digest, location_uri(location), page_uri, shown or uri, events_copied)
+    publish_s = time.perf_counter() - started if isinstance(location, RemoteFolder) else 0.0
+    return WrittenReport(
+        evaluation, uri, digest, location_uri(location), page_uri, shown or uri, events_copied, publish_s
+    )
 
 
 def stage_reports(

@@ -21,7 +21,7 @@ from typing import Any
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import write_json_atomic
-from invarlock_provider.storage.objectstore import ObjectStore
+from invarlock_provider.storage.objectstore import ObjectLock, ObjectStore
 
 INDEX_ENV = "INVARLOCK_HOME"
 INDEX_FILE = "archive-index.json"
@@ -68,14 +68,17 @@ ARCHIVED_RUNS_FOLDER = ".archived-runs"  # never a report name: those cannot sta
 ARCHIVED_RUN_SCHEMA = "invarlock.archived-run/1"
 
 
-def record_archived_in_store(store: ObjectStore, entries: dict[str, dict[str, Any]]) -> None:
+def record_archived_in_store(
+    store: ObjectStore, entries: dict[str, dict[str, Any]], lock: ObjectLock | None = None
+) -> None:
     """One small object per archived run report, named by its sha256, so any worker can ask "was
-    this run archived?" and parallel archive tasks never overwrite each other's records."""
+    this run archived?" and parallel archive tasks never overwrite each other's records. Locked like
+    the bundle that made it true (a later bundle holding the same report adds a version)."""
     from invarlock_provider.storage.workstore import put_bytes
 
     for digest, entry in entries.items():
         record = {"schema_version": ARCHIVED_RUN_SCHEMA, "report_sha256": digest, **entry}
-        put_bytes(store, store.uri.key(ARCHIVED_RUNS_FOLDER, f"{digest}.json"), json.dumps(record).encode())
+        put_bytes(store, store.uri.key(ARCHIVED_RUNS_FOLDER, f"{digest}.json"), json.dumps(record).encode(), lock)
 
 
 def archived_in_store(store: ObjectStore) -> set[str]:

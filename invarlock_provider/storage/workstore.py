@@ -30,7 +30,7 @@ from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_bytes, sha256_file
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN, TIMESTAMP_FORMAT, run_dir_sort_key
 from invarlock_provider.reporting.evaluation import EVALUATION_FILE
-from invarlock_provider.storage.objectstore import ObjectExistsError, ObjectStore
+from invarlock_provider.storage.objectstore import ObjectExistsError, ObjectLock, ObjectStore
 from invarlock_provider.storage.uri import StoreURI, join_key, parse_store_uri
 
 LATEST_FILE = "latest.json"
@@ -90,11 +90,13 @@ def work_location(text: str, settings: Any = None) -> Path | RemoteFolder:
     return Path(text)
 
 
-def put_bytes(store: ObjectStore, key: str, data: bytes, *, if_absent: bool = False) -> None:
+def put_bytes(
+    store: ObjectStore, key: str, data: bytes, lock: ObjectLock | None = None, *, if_absent: bool = False
+) -> None:
     with tempfile.TemporaryDirectory(prefix="invarlock-put-") as tmp:
         path = Path(tmp) / "object"
         path.write_bytes(data)
-        store.put_file(key, path, sha256_bytes(data), if_absent=if_absent)
+        store.put_file(key, path, sha256_bytes(data), lock, if_absent=if_absent)
 
 
 # --- runs ------------------------------------------------------------------------------------------

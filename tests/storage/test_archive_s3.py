@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from invarlock_provider.errors import BadInputError, InvarlockError
+from invarlock_provider.fileio import sha256_file
 from invarlock_provider.storage.archive import archive_report, list_bundles, verify_remote_bundle
 from invarlock_provider.storage.s3 import S3Settings, S3Store
 from invarlock_provider.storage.uri import parse_store_uri
@@ -37,7 +38,11 @@ def test_archive_uploads_a_checksummed_bundle(seaweed, bucket, s3_env, reports: 
     assert result["bundle_uri"] == f"s3://{bucket}/nightly/quant8_balanced/{evidence_id}"
     assert result["verdict"] == "PASS" and not result["already_archived"]
     base = f"nightly/quant8_balanced/{evidence_id}"
-    assert set(keys(seaweed, bucket)) == {f"{base}/{name}" for name in BUNDLE_FILES}
+    records = {
+        f"nightly/.archived-runs/{sha256_file(reports / name / 'report.json')}.json"
+        for name in ("quant8_balanced", "baseline")
+    }  # what "was this run archived?" asks, from any worker
+    assert set(keys(seaweed, bucket)) == {f"{base}/{name}" for name in BUNDLE_FILES} | records
     manifest = json.loads(seaweed.client().get_object(Bucket=bucket, Key=f"{base}/manifest.json")["Body"].read())
     assert manifest["verdict"] == "PASS" and manifest["report_name"] == "quant8_balanced"
     assert set(manifest["run_ids"]) == {"subject", "baseline"}
