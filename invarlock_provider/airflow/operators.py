@@ -155,9 +155,10 @@ class RunEvaluationOperator(BaseOperator):
             location = hook.work_location(out)
             if isinstance(location, RemoteFolder):
                 finished = _own_stored_run(location.child(run_dir_name), context["ti"].run_id, self.log)
+                environment = hook.environment()  # the subprocess reaches the store as this task does
             else:
                 finished = _own_local_run(location / run_dir_name, context["ti"].run_id, self.log)
-            environment = hook.environment()
+                environment = {}
         except InvarlockError as exc:
             raise _failed(exc, self.conn_id) from None
         if finished is not None:

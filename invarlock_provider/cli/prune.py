@@ -85,43 +85,30 @@ def prune_command(
         _prune_bucket(target, keep_last, age, parse_duration(grace), dry_run, as_json, now, settings)
         return
     from invarlock_provider.storage.index import archived_in_store, default_index_path, read_index
-    from invarlock_provider.storage.retention import (
-        apply_run_pruning,
-        apply_store_run_pruning,
-        plan_folder_pruning,
-        plan_run_pruning,
-        store_run_folders,
-    )
+    from invarlock_provider.storage.retention import plan_runs
     from invarlock_provider.storage.stores import open_store
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
     runs = work_location(target, settings)
-    remote = isinstance(runs, RemoteFolder)
+    remote = isinstance(runs, RemoteFolder)  # a work store's runs: only the evidence store knows what is archived
     evidence_uri = evidence_uri or (os.environ.get(DEFAULT_ARCHIVE_ENV) if remote else None)
     if remote and not evidence_uri:
         raise BadInputError(f"{target}: give --evidence URI (the evidence store that records which runs are archived)")
     archived = set() if remote else set(read_index(index_path or default_index_path()))
     if evidence_uri:
         archived |= archived_in_store(open_store(evidence_uri, settings))
-    rules = {
-        "keep_last": keep_last,
-        "max_age": age,
-        "archived": archived,
-        "include_unarchived": include_unarchived,
-        "now": now,
-    }
-    if isinstance(runs, RemoteFolder):
-        by_name, objects = store_run_folders(runs)
-        decisions = plan_folder_pruning(by_name, **rules)  # type: ignore[arg-type]
-    else:
-        decisions = plan_run_pruning(runs, **rules)  # type: ignore[arg-type]
+    decisions, apply = plan_runs(
+        runs,
+        keep_last=keep_last,
+        max_age=age,
+        archived=archived,
+        include_unarchived=include_unarchived,
+        now=now,
+    )
     if include_unarchived and any(d.delete and "NOT ARCHIVED" in d.reason for d in decisions):
         click.echo("WARNING: --include-unarchived deletes runs whose reports were never archived", err=True)
     if not dry_run:
-        if isinstance(runs, RemoteFolder):
-            apply_store_run_pruning(runs.store, decisions, objects)
-        else:
-            apply_run_pruning(decisions)
+        apply()
     _print(decisions, dry_run, as_json)
 
 

@@ -137,26 +137,49 @@ def _decide_run(
     return PruneDecision(target, False, "not archived")
 
 
+def plan_runs(
+    runs_root: Path | RemoteFolder,
+    *,
+    keep_last: int | None,
+    max_age: timedelta | None,
+    archived: set[str],
+    include_unarchived: bool,
+    now: datetime,
+) -> tuple[list[PruneDecision], Callable[[], None]]:
+    """The decisions for a runs folder on disk or in a work store, and what carries them out."""
+    if isinstance(runs_root, RemoteFolder):
+        by_name, objects = store_run_folders(runs_root)
+        decisions = plan_folder_pruning(
+            by_name,
+            keep_last=keep_last,
+            max_age=max_age,
+            archived=archived,
+            include_unarchived=include_unarchived,
+            now=now,
+        )
+        return decisions, functools.partial(apply_store_run_pruning, runs_root.store, decisions, objects)
+    decisions = plan_run_pruning(
+        runs_root,
+        keep_last=keep_last,
+        max_age=max_age,
+        archived=archived,
+        include_unarchived=include_unarchived,
+        now=now,
+    )
+    return decisions, functools.partial(apply_run_pruning, decisions)
+
+
 def prune_archived_runs(
     runs_root: Path | RemoteFolder, *, keep_last: int | None, max_age: str | None, archived: set[str], now: datetime
 ) -> list[str]:
     """What the DAGs' retention does: archived runs only, never the newest; returns what went."""
     if keep_last is None and not max_age:
         return []
-    rules = {
-        "keep_last": keep_last,
-        "max_age": parse_duration(max_age) if max_age else None,
-        "archived": archived,
-        "include_unarchived": False,
-        "now": now,
-    }
-    if isinstance(runs_root, RemoteFolder):
-        by_name, objects = store_run_folders(runs_root)
-        decisions = plan_folder_pruning(by_name, **rules)  # type: ignore[arg-type]
-        apply_store_run_pruning(runs_root.store, decisions, objects)
-    else:
-        decisions = plan_run_pruning(runs_root, **rules)  # type: ignore[arg-type]
-        apply_run_pruning(decisions)
+    age = parse_duration(max_age) if max_age else None
+    decisions, apply = plan_runs(
+        runs_root, keep_last=keep_last, max_age=age, archived=archived, include_unarchived=False, now=now
+    )
+    apply()
     return [d.target for d in decisions if d.delete]
 
 

@@ -25,13 +25,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
 
 @pytest.fixture
 def s3_settings(seaweed: SeaweedServer) -> S3Settings:
-    return S3Settings(
-        endpoint_url=seaweed.endpoint,
-        region_name="us-east-1",
-        path_style=True,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
+    return seaweed.settings()
 
 
 @pytest.fixture

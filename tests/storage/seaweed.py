@@ -126,6 +126,18 @@ class SeaweedServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
+    def settings(self):
+        """The S3 settings (endpoint, path style, the test keys) that reach this server."""
+        from invarlock_provider.storage.s3 import S3Settings
+
+        return S3Settings(
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            path_style=True,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
     def client(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
         import boto3
         from botocore.config import Config

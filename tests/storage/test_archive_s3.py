@@ -163,13 +163,7 @@ def test_server_killed_mid_archive_leaves_no_manifest_and_rerun_completes(
     server.start()
     try:
         server.client().create_bucket(Bucket="crash")
-        settings = S3Settings(
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            path_style=True,
-            aws_access_key_id="invarlock-test",
-            aws_secret_access_key="invarlock-test-secret",
-        )
+        settings = server.settings()
         killed = threading.Event()
 
         def kill_after_first_upload(key: str) -> None:

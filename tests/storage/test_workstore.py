@@ -284,13 +284,7 @@ def test_the_store_dying_mid_upload_leaves_no_newest_run(tmp_path, real_runs, mo
     server.start()
     try:
         server.client().create_bucket(Bucket="crash")
-        settings = S3Settings(
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            path_style=True,
-            aws_access_key_id="invarlock-test",
-            aws_secret_access_key="invarlock-test-secret",
-        )
+        settings = server.settings()
         runs = folder("crash", settings, "work/runs/baseline")
         original = S3Store.put_file
 
