@@ -1,9 +1,14 @@
 """The work store's cost: the share of each nightly task's wall time spent handing artifacts through
 the store (upload + download + sha256 checks), on the embedded preset's ci profile, SeaweedFS on
-127.0.0.1. Each task is the CLI command its operator runs, timed from process start to exit; the
-handoff seconds are what the command itself reports (``handoff_s`` in its --json summary).
+127.0.0.1.
 
-    python benchmarks/store_handoff.py [--repeats 3]
+1. Airflow tasks: the nightly DAG (baseline + quant8) on the CeleryExecutor deployment of the tests
+   (tests/airflow/celery_deployment.py: two workers in their own mount namespaces, no shared disk);
+   a task's wall time is its task instance's duration, its handoff what its XCom says
+   (``handoff_s``). Needs root, Debian's postgresql and redis-server, like the test.
+2. The CLI commands those tasks run, timed from process start to exit (``handoff_s`` of --json).
+
+    python benchmarks/store_handoff.py [--repeats 3] [--skip-airflow]
 
 Target (issue: no shared disk): handoff <= 5% of every task's wall time.
 """
@@ -66,9 +71,83 @@ def one_night(env: dict[str, str], work: str, evidence: str) -> list[tuple[str, 
     return rows
 
 
+PLAN = """\
+preset: causal_lm/tiny_pydocs_128
+profile: ci
+tier: balanced
+subjects:
+  - {name: quant8, edit: quant8}
+"""
+
+
+def airflow_nights(tmp: Path, server: SeaweedServer, repeats: int) -> list[list[tuple[str, float, float]]]:
+    """(task, task-instance duration, handoff) per task of each nightly run."""
+    from tests.airflow.celery_deployment import deployment
+
+    server.client().create_bucket(Bucket="nightly")
+    (tmp / "nightly.yaml").write_text(PLAN)
+    connection = {
+        "conn_type": "aws",
+        "login": ACCESS_KEY,
+        "password": SECRET_KEY,
+        "extra": {"endpoint_url": server.endpoint, "region_name": "us-east-1", "path_style": True},
+    }
+    settings = {
+        "INVARLOCK_WORK_URI": "s3://nightly/work",
+        "INVARLOCK_ARCHIVE_URI": "s3://nightly/evidence",
+        "INVARLOCK_ARCHIVE_CONN_ID": "invarlock_evidence",
+        "AIRFLOW_CONN_INVARLOCK_EVIDENCE": json.dumps(connection),
+        "INVARLOCK_EVALUATION_QUEUE": "gpu",
+        "INVARLOCK_NIGHTLY_CONFIG": str(tmp / "nightly.yaml"),
+    }
+    nights = []
+    with deployment(tmp / "airflow", ROOT / "dags", settings) as airflow:
+        airflow.wait_for_dag("invarlock_nightly")
+        for _ in range(repeats):
+            run_id = airflow.trigger("invarlock_nightly")
+            if len(nights) == 0:
+                airflow.unpause("invarlock_nightly")
+            state = airflow.wait_for_run("invarlock_nightly", run_id, timeout=600)
+            if state != "success":
+                raise SystemExit(f"nightly run {run_id}: {state}")
+            rows = []
+            for ti in sorted(airflow.task_instances("invarlock_nightly", run_id), key=lambda t: t["task_id"]):
+                value = airflow.xcom("invarlock_nightly", run_id, ti["task_id"], map_index=ti["map_index"])
+                handoff = value.get("handoff_s") if isinstance(value, dict) else None
+                if handoff is not None:
+                    rows.append((ti["task_id"], float(ti["duration"]), float(handoff)))
+            nights.append(rows)
+    return nights
+
+
+def print_table(title: str, nights: list[list[tuple[str, float, float]]]) -> None:
+    print(title)
+    print(f"{'task':<28}{'wall s':>9}{'handoff s':>11}{'share':>8}")
+    for position, (task, _, _) in enumerate(nights[0]):
+        walls = sorted(night[position][1] for night in nights)
+        handoffs = sorted(night[position][2] for night in nights)
+        wall, handoff = walls[len(walls) // 2], handoffs[len(handoffs) // 2]
+        print(f"{task:<28}{wall:>9.2f}{handoff:>11.3f}{handoff / wall:>8.1%}")
+
+
+def client_setup_seconds() -> float:
+    """What any process pays once before its first S3 request: importing boto3 and building a client."""
+    code = (
+        "import time; t = time.perf_counter(); import boto3\n"
+        "boto3.session.Session(aws_access_key_id='a', aws_secret_access_key='b', region_name='us-east-1')"
+        ".client('s3', endpoint_url='http://127.0.0.1:9')\n"
+        "print(time.perf_counter() - t)"
+    )
+    runs = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(3)
+    ]
+    return sorted(runs)[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="nights to time; the table shows the median")
+    parser.add_argument("--skip-airflow", action="store_true", help="only the CLI commands")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="invarlock-handoff-") as tmp:
         server = SeaweedServer(Path(tmp) / "weed")
@@ -86,16 +165,15 @@ def main() -> None:
                 "TMPDIR": str(Path(tmp) / "scratch"),
                 "INVARLOCK_HOME": str(Path(tmp) / "home"),
             }
-            nights = [one_night(env, "s3://handoff/work", "s3://handoff/evidence") for _ in range(args.repeats)]
+            commands = [one_night(env, "s3://handoff/work", "s3://handoff/evidence") for _ in range(args.repeats)]
+            tasks = None if args.skip_airflow else airflow_nights(Path(tmp), server, args.repeats)
         finally:
             server.stop()
     print(f"embedded preset, ci profile, SeaweedFS on 127.0.0.1; median of {args.repeats} nights")
-    print(f"{'task':<28}{'wall s':>9}{'handoff s':>11}{'share':>8}")
-    for position, (task, _, _) in enumerate(nights[0]):
-        walls = sorted(night[position][1] for night in nights)
-        handoffs = sorted(night[position][2] for night in nights)
-        wall, handoff = walls[len(walls) // 2], handoffs[len(handoffs) // 2]
-        print(f"{task:<28}{wall:>9.2f}{handoff:>11.3f}{handoff / wall:>8.1%}")
+    if tasks is not None:
+        print_table("\nAirflow task instances (CeleryExecutor, isolated workers): duration vs XCom handoff_s", tasks)
+    print_table("\nCLI commands, process start to exit", commands)
+    print(f"\nof each handoff, once per process: import boto3 + build an S3 client {client_setup_seconds():.3f} s")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -322,9 +323,11 @@ class BuildReportOperator(BaseOperator):
             settings = hook.s3_settings if "s3://" in f"{subject_ref}{baseline_ref}{self.reports_root}" else None
             with tempfile.TemporaryDirectory(prefix="invarlock-report-") as tmp:
                 scratch = Path(tmp)
+                started = time.perf_counter()
                 subject = load_run(subject_ref, "subject", scratch, settings, subject_sha)
                 name = check_segment(self.report_name or f"{run_name(subject.path)}_{self.tier}", "report_name")
                 baseline = load_run(baseline_ref, "baseline", scratch, settings, baseline_sha)
+                fetch_s = time.perf_counter() - started
                 policy = load_tier(self.tier, Path(self.tiers_path) if self.tiers_path else None)
                 written = write_report(
                     _join(self.reports_root, name),
@@ -350,6 +353,7 @@ class BuildReportOperator(BaseOperator):
             "evaluation_sha256": written.evaluation_sha256,
             "report_dir": written.report_dir,
             "link": link,
+            "handoff_s": round(fetch_s + written.publish_s, 4),
         }
         self.log.info("%s [%s] ratio %s: %s", summary["verdict"], self.tier, summary["ratio"], written.evaluation_uri)
         if self.fail_on_verdict and summary["verdict"] != "PASS":
@@ -434,7 +438,9 @@ class ArchiveOperator(BaseOperator):
             local_work = not reference.startswith("s3://")
             with tempfile.TemporaryDirectory(prefix="invarlock-archive-") as scratch:
                 settings = work.s3_settings if not local_work else None
+                started = time.perf_counter()
                 report_dir, sources = stage_reports(reference, Path(scratch), settings, digest)
+                staged_s = time.perf_counter() - started
                 result = archive_report(
                     store,
                     report_dir,
@@ -469,6 +475,7 @@ class ArchiveOperator(BaseOperator):
             "already_archived": result.already_archived,
             "pruned_runs": pruned,
             "link": link,
+            "handoff_s": round(staged_s, 4),
         }
 
 

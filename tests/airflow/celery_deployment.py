@@ -553,7 +553,7 @@ class CeleryDeployment:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         """Every TI of the run, mapped ones included (one per map_index), with where it ran:
         hostname is the worker's name and pid the task process's (a plain PID on this machine)."""
-        keys = ("task_id", "map_index", "state", "try_number", "hostname", "queue", "pid")
+        keys = ("task_id", "map_index", "state", "try_number", "hostname", "queue", "pid", "duration")
         found: list[dict] = []
         while True:
             page = self.request("GET", f"{self.run_path(dag_id, run_id)}/taskInstances?limit=100&offset={len(found)}")
