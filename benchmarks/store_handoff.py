@@ -138,9 +138,8 @@ def client_setup_seconds() -> float:
         ".client('s3', endpoint_url='http://127.0.0.1:9')\n"
         "print(time.perf_counter() - t)"
     )
-    runs = [
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(3)
-    ]
+    command = [sys.executable, "-c", code]
+    runs = [float(subprocess.run(command, capture_output=True, text=True, check=True).stdout) for _ in range(3)]
     return sorted(runs)[1]
 
 
