@@ -427,6 +427,7 @@ class ArchiveOperator(BaseOperator):
         from invarlock_provider.storage.archive import archive_report
         from invarlock_provider.storage.handoff import stage_reports
         from invarlock_provider.storage.retention import parse_duration, prune_bundles
+        from invarlock_provider.storage.stores import check_store
         from invarlock_provider.storage.uri import join_key
 
         reference, digest = _reference(self.report_dir, "report_dir", "evaluation_sha256")
@@ -435,6 +436,7 @@ class ArchiveOperator(BaseOperator):
         now = datetime.now(UTC)
         try:
             store = EvidenceStoreHook(self.conn_id or None).get_store(self.target)
+            check_store(store)  # an unusable evidence store fails the task before anything is fetched
             local_work = not reference.startswith("s3://")
             with tempfile.TemporaryDirectory(prefix="invarlock-archive-") as scratch:
                 settings = work.s3_settings if not local_work else None

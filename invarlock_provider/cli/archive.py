@@ -64,10 +64,11 @@ def archive_command(
     from invarlock_provider.storage.archive import archive_report
     from invarlock_provider.storage.handoff import stage_reports
     from invarlock_provider.storage.index import default_index_path
-    from invarlock_provider.storage.stores import open_store
+    from invarlock_provider.storage.stores import check_store, open_store
 
     settings = s3_settings(endpoint_url, region, path_style)
     store = open_store(target or default_archive_uri(), settings)
+    check_store(store)  # an unusable target fails before anything is fetched
     with tempfile.TemporaryDirectory(prefix="invarlock-archive-") as scratch:
         started = time.perf_counter()
         local, sources = stage_reports(report_dir, Path(scratch), settings)

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -85,11 +86,28 @@ def translated_errors(uri: StoreURI, action: str) -> Iterator[None]:
         raise StoreUnavailableError(f"{uri}: {action} failed: {exc}") from None
 
 
+# What boto3's credential chain and endpoint resolution read from the environment: a client is
+# reused only while these are unchanged, so a changed key or profile gets a client of its own.
+_CHAIN_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+
+
 @functools.lru_cache(maxsize=8)
-def _client(settings: S3Settings) -> Any:
+def _client(settings: S3Settings, environment: tuple[str | None, ...]) -> Any:
     """One client per endpoint and credentials for the whole process: building one loads botocore's
     S3 model (~0.1 s), and a task that reads two runs and writes a report would otherwise pay it
-    three times. boto3 clients are thread-safe."""
+    three times. boto3 clients are thread-safe. ``environment`` is only the cache key."""
     import boto3
     from botocore.config import Config
 
@@ -128,7 +146,7 @@ class S3Store:
 
     @property
     def client(self) -> Any:
-        return _client(self.settings)
+        return _client(self.settings, tuple(os.environ.get(name) for name in _CHAIN_ENV))
 
     @cached_property
     def _transfer_config(self) -> Any:
