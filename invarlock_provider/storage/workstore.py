@@ -21,6 +21,7 @@ import json
 import posixpath
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,10 +278,10 @@ def fetch_reports(remote: RemoteFolder, scratch: Path, expected_sha256: str | No
     local = scratch / remote.key
     sources: dict[Path, str] = {}
     depth = len(remote.key.split("/")) + 1
-    for info in store.list(remote.key):
-        if len(info.key.split("/")) == depth:
-            store.download(info.key, local / posixpath.basename(info.key))
-            sources[(local / posixpath.basename(info.key)).resolve()] = info.key
+    keys = [info.key for info in store.list(remote.key) if len(info.key.split("/")) == depth]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # small files: the requests' latency is the cost
+        list(pool.map(lambda key: store.download(key, local / posixpath.basename(key)), keys))
+    sources.update({(local / posixpath.basename(key)).resolve(): key for key in keys})
     evaluation_path = local / EVALUATION_FILE
     if expected_sha256 and sha256_file(evaluation_path) != expected_sha256:
         raise BadInputError(
