@@ -41,7 +41,12 @@ with DAG(
         "subject_model": Param(
             "", type="string", description="Subject checkpoint; empty to evaluate the baseline with the edit."
         ),
-        "edit": Param("quant8", type="string", enum=["noop", "quant8"]),
+        "edit": Param(
+            "quant8",
+            type="string",
+            pattern=r"^(noop|quant8|quant:[a-z0-9=.,]+|prune:[a-z0-9=.,]+)$",
+            description="noop, quant8, quant:bits=4[,group=32] or prune:sparsity=0.5",
+        ),
         "preset": Param("causal_lm/tiny_pydocs_128", type="string", minLength=1),
         "profile": Param("ci", type="string", enum=["dev", "ci", "release"]),
         "tier": Param("balanced", type="string", enum=["balanced", "conservative", "aggressive"]),

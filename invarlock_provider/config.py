@@ -16,13 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
 
 PROFILES = ("dev", "ci", "release")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-EDITS = ("noop", "quant8")
+
+
+def check_edit(value: str, where: str) -> None:
+    parse_edit(value, where)
+
+
 PROVIDERS = ("hf", "text", "jsonl")
 DEFAULT_PRESET = "causal_lm/tiny_pydocs_128"
 
@@ -58,7 +64,9 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EditConfig:
-    name: str = field(default="noop", metadata={"choices": EDITS})
+    """``name`` is an edit spec: ``quant8``, ``quant:bits=4,group=32``, ``prune:sparsity=0.5`` ..."""
+
+    name: str = field(default="noop", metadata={"check": check_edit})
 
 
 @dataclass(frozen=True)
@@ -235,6 +243,9 @@ def _check_value(hint: Any, spec: dataclasses.Field, value: Any, *, source: Path
         return value
     if not _is_instance(value, hint):
         raise BadInputError(f"{source}: {dotted}: expected {_describe(hint)}, got {type(value).__name__} ({value!r})")
+    check = spec.metadata.get("check")
+    if check is not None:
+        check(value, f"{source}: {dotted}")
     choices = spec.metadata.get("choices")
     if choices is not None and value not in choices:
         raise BadInputError(f"{source}: {dotted}: expected one of {', '.join(choices)}, got {value!r}")

@@ -8,7 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from invarlock_provider.config import EDITS, PROFILES, load_yaml_mapping
+from invarlock_provider.config import PROFILES, load_yaml_mapping
+from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
 from invarlock_provider.storage.uri import check_segment
@@ -48,9 +49,7 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise BadInputError(f"{path}: subjects[{position}] needs a name")
         name = check_segment(entry["name"], f"{path}: subjects[{position}].name")
-        edit = entry.get("edit") or "noop"
-        if edit not in EDITS:
-            raise BadInputError(f"{path}: subjects[{position}].edit must be one of {', '.join(EDITS)}")
+        edit = parse_edit(str(entry.get("edit") or "noop"), f"{path}: subjects[{position}].edit").spec
         unknown = set(entry) - {"name", "edit", "model"}
         if unknown:
             raise BadInputError(f"{path}: subjects[{position}]: unknown keys {', '.join(sorted(unknown))}")

@@ -12,7 +12,8 @@ import click
 
 from invarlock_provider.cli.errors import reports_errors
 from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
-from invarlock_provider.config import DEVICES, DTYPES, EDITS, PROFILES, RunOverrides, load_preset
+from invarlock_provider.config import DEVICES, DTYPES, PROFILES, RunOverrides, load_preset
+from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ Examples:
   invarlock run --out runs/baseline
   invarlock run --edit quant8 --out runs/quant8
   invarlock run -c configs/presets/causal_lm/wikitext2_512.yaml --model gpt2 --out runs/baseline
+  invarlock run --edit quant:bits=4,group=32 --out runs/quant4_g32
+  invarlock run --edit prune:sparsity=0.5 --out runs/pruned50
   invarlock run --edit quant8 --out s3://work-bucket/work/runs/quant8
 \b
 With an s3:// --out the run is scored in a private temporary folder, uploaded (report.json
@@ -45,7 +48,12 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
     help="Preset YAML file or bundled preset name [default: the embedded tiny model].",
 )
 @click.option("--model", default=None, metavar="ID_OR_PATH", help="Model directory or hub id (overrides the preset).")
-@click.option("--edit", type=click.Choice(EDITS), default=None, help="In-memory edit to apply before scoring.")
+@click.option(
+    "--edit",
+    default=None,
+    metavar="SPEC",
+    help="In-memory edit before scoring: noop, quant8, quant:bits=4[,group=32], prune:sparsity=0.5.",
+)
 @click.option(
     "--out",
     default=None,
@@ -96,6 +104,8 @@ def run_command(
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
     location = work_location(out, s3_settings(endpoint_url, region, path_style)) if out else None
+    if edit is not None:
+        edit = parse_edit(edit).spec  # a bad parameter fails here, naming --edit, before anything loads
     overrides = RunOverrides(model=model, edit=edit, device=device, dtype=dtype, batch_size=batch_size, seed=seed)
     resolved = load_preset(preset, profile=profile, overrides=overrides)
     location = location or Path("runs") / resolved.preset.name

@@ -1,33 +1,39 @@
-"""Built-in edits applied in memory between loading and scoring.
+"""Built-in edits applied in memory between loading and scoring (specs: invarlock_provider.edit_spec).
 
-``quant8`` simulates int8 weight-only deployment: round-to-nearest, symmetric, one scale per
-output channel, then dequantized back to the working dtype (fake quant). Per-channel scales keep
-the perplexity shift small on real models, and because activations are untouched, a window's
-score never depends on which other windows share its batch.
+``quant`` simulates weight-only deployment at ``bits``: round-to-nearest, symmetric, one scale per
+output channel or per ``group`` input columns of each output channel, then dequantized back to
+the working dtype (fake quant); ``quant8`` is ``quant:bits=8``. Activations are untouched, so a
+window's score never depends on which other windows share its batch. ``prune`` zeroes the
+smallest-magnitude fraction ``sparsity`` of every attention and MLP weight matrix (unstructured,
+per matrix), the matrices the spectral guard measures. Both are deterministic: the same weights
+and spec give the same weights digest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
+
+from invarlock_provider.edit_spec import parse_edit
+from invarlock_provider.errors import BadInputError
 
 QUANT8_BITS = 8
 
 
-def apply_edit(model: Any, name: str) -> dict[str, Any]:
-    """Apply the named edit and return its record for report.json."""
-    try:
-        edit = _EDITS[name]
-    except KeyError:
-        raise ValueError(f"unknown edit {name!r}; expected one of {', '.join(_EDITS)}") from None
-    return {"name": name, **edit(model)}
+def apply_edit(model: Any, spec: str) -> dict[str, Any]:
+    """Apply the edit ``spec`` names and return its record for report.json."""
+    edit = parse_edit(spec, "edit")
+    if edit.name == "noop":
+        record: dict[str, Any] = {"params": {}, "modules_changed": []}
+    elif edit.name == "quant8":
+        record = _quantize(model, QUANT8_BITS, None)
+    elif edit.name == "quant":
+        record = _quantize(model, edit.params["bits"], edit.params.get("group"))
+    else:
+        record = _prune(model, edit.params["sparsity"])
+    return {"name": edit.name, "spec": edit.spec, **record}
 
 
-def _noop(model: Any) -> dict[str, Any]:
-    return {"params": {}, "modules_changed": []}
-
-
-def _quant8(model: Any) -> dict[str, Any]:
+def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
     import torch
     from transformers.pytorch_utils import Conv1D
 
@@ -45,21 +51,71 @@ def _quant8(model: Any) -> dict[str, Any]:
             else:
                 continue
             weight = module.weight
-            quantized = fake_quantize_per_channel(weight, channel_dim, QUANT8_BITS)
+            quantized = fake_quantize(weight, channel_dim, bits, group)
             max_abs_error = max(max_abs_error, (quantized - weight).abs().max().item())
             weight.copy_(quantized)
             changed.append(module_name)
     return {
         "params": {
-            "bits": QUANT8_BITS,
+            "bits": bits,
             "scheme": "symmetric",
-            "granularity": "per_output_channel",
+            "granularity": "per_output_channel" if group is None else f"groups of {group} input columns",
+            "group": group,
             "rounding": "nearest",
             "skipped": "output embeddings (lm head) and input embeddings",
         },
         "modules_changed": changed,
         "max_abs_weight_error": max_abs_error,
     }
+
+
+def _prune(model: Any, sparsity: float) -> dict[str, Any]:
+    import torch
+
+    from invarlock_provider.guards.spectral import block_weights
+
+    blocks = block_weights(model)
+    if not blocks:
+        raise BadInputError("prune: no attention or MLP weight matrices found in this model")
+    pruned = total = 0
+    with torch.no_grad():
+        for block in blocks:
+            flat = block.weight.view(-1)
+            count = round(sparsity * flat.numel())
+            if count:
+                # A stable sort makes ties (equal magnitudes) go the same way on every run.
+                smallest = torch.argsort(flat.abs().float(), stable=True)[:count]
+                flat[smallest] = 0
+            pruned += int((flat == 0).sum())
+            total += flat.numel()
+    return {
+        "params": {
+            "sparsity": sparsity,
+            "scope": "attention and MLP weight matrices",
+            "granularity": "unstructured, per matrix, smallest magnitudes",
+        },
+        "modules_changed": [block.name for block in blocks],
+        "achieved_sparsity": pruned / total,
+    }
+
+
+def fake_quantize(weight: Any, channel_dim: int, bits: int, group: int | None) -> Any:
+    """Quantize to signed ``bits`` integers, one scale per output channel or per group of ``group``
+    input columns within it (the last group of a row may be shorter), then dequantize."""
+    if group is None:
+        return fake_quantize_per_channel(weight, channel_dim, bits)
+    import torch
+
+    qmax = 2 ** (bits - 1) - 1
+    rows = weight.float() if channel_dim == 0 else weight.float().t()  # (out, in)
+    columns = rows.shape[1]
+    padded = torch.nn.functional.pad(rows, (0, (-columns) % group))  # zeros never raise a group's scale
+    grouped = padded.view(rows.shape[0], -1, group)
+    scale = grouped.abs().amax(dim=-1, keepdim=True) / qmax
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    levels = torch.clamp(torch.round(grouped / scale), -qmax, qmax)
+    restored = (levels * scale).view(rows.shape[0], -1)[:, :columns]
+    return (restored if channel_dim == 0 else restored.t()).to(weight.dtype)
 
 
 def fake_quantize_per_channel(weight: Any, channel_dim: int, bits: int) -> Any:
@@ -73,6 +129,3 @@ def fake_quantize_per_channel(weight: Any, channel_dim: int, bits: int) -> Any:
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     levels = torch.clamp(torch.round(work / scale), -qmax, qmax)
     return (levels * scale).to(weight.dtype)
-
-
-_EDITS: dict[str, Callable[[Any], dict[str, Any]]] = {"noop": _noop, "quant8": _quant8}

@@ -169,8 +169,14 @@ def reference_fields(report: RunReport) -> dict[str, Any]:
         "run_id": report.run_id,
         "model_id": meta.get("model_id"),
         "weights_digest": meta.get("weights_digest"),
-        "edit": (report.data.get("edit") or {}).get("name"),
+        "edit": edit_label(report.data.get("edit")),
     }
+
+
+def edit_label(edit: dict[str, Any] | None) -> str | None:
+    """The edit as its spec (``quant:bits=4,group=32``); reports older than specs have only a name."""
+    edit = edit or {}
+    return edit.get("spec") or edit.get("name")
 
 
 def _reason(entry: dict[str, Any]) -> str:

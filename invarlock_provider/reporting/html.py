@@ -382,7 +382,7 @@ def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: R
         ),
         row("run id", lambda d: d.get("run_id")),
         row("model", lambda d: d["meta"].get("model_id")),
-        row("edit", lambda d: (d.get("edit") or {}).get("name")),
+        row("edit", _edit_cell),
         row("weights digest", lambda d: d["meta"].get("weights_digest")),
         row("tokenizer hash", lambda d: d["meta"].get("tokenizer_hash")),
         row("dataset digest", lambda d: d["data"].get("dataset_digest")),
@@ -391,6 +391,18 @@ def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: R
         row("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
         row("versions", lambda d: d["meta"].get("versions")),
     ]
+
+
+def _edit_cell(report: dict[str, Any]) -> str:
+    """The spec, then the parameters the edit recorded (bits, group, sparsity, achieved sparsity)."""
+    from invarlock_provider.reporting.evaluation import edit_label
+
+    edit = report.get("edit") or {}
+    params = {key: value for key, value in (edit.get("params") or {}).items() if value is not None}
+    if "achieved_sparsity" in edit:
+        params["achieved_sparsity"] = round(edit["achieved_sparsity"], 4)
+    details = ", ".join(f"{key}={value}" for key, value in params.items())
+    return f"{edit_label(edit)} ({details})" if details else str(edit_label(edit))
 
 
 def write_html(evaluation_path: Path, evaluation: dict[str, Any]) -> Path:

@@ -293,3 +293,23 @@ def test_nightly_dag_locks_its_evidence_and_judges_by_its_tiers_file(
         assert head["ObjectLockMode"] == "GOVERNANCE", key
         retain_until = head["ObjectLockRetainUntilDate"]
         assert started + timedelta(days=2) <= retain_until <= datetime.now(UTC) + timedelta(days=2, seconds=5), key
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("quant:bits=9", r"nightly\.yaml: subjects\[0\]\.edit: bits must be 2-8, got 9"),
+        ("prune:sparsity", r"nightly\.yaml: subjects\[0\]\.edit: 'sparsity' in 'prune:sparsity': expected KEY=VALUE"),
+        ("int4", r"nightly\.yaml: subjects\[0\]\.edit: unknown edit 'int4'"),
+    ],
+)
+def test_the_nightly_plan_checks_edit_parameters(tmp_path: Path, edit: str, message: str) -> None:
+    from invarlock_provider.airflow.nightly import load_plan
+    from invarlock_provider.errors import BadInputError
+
+    plan = tmp_path / "nightly.yaml"
+    plan.write_text(f"subjects:\n  - {{name: s, edit: '{edit}'}}\n")
+    with pytest.raises(BadInputError, match=message):
+        load_plan(plan)
+    plan.write_text("subjects:\n  - {name: s, edit: 'quant:group=32,bits=4'}\n")
+    assert load_plan(plan)["subjects"][0]["edit"] == "quant:bits=4,group=32"

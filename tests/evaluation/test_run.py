@@ -318,3 +318,42 @@ def test_unwritable_output_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert_refused(blocker / "runs" / "x", [*DEV], r"^error: output dir not writable: .*a-file/runs/x")
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--edit", "quant:bits=16"], r"^error: --edit: bits must be 2-8, got 16$"),
+        (["--edit", "prune:amount=0.5"], r"^error: --edit: unknown parameter 'amount'; expected sparsity$"),
+    ],
+)
+def test_bad_edit_parameters_and_uris_are_refused_before_loading(tmp_path: Path, args: list[str], pattern: str) -> None:
+    assert_refused(tmp_path / "runs" / "x", [*DEV, *args], pattern)
+
+
+def test_an_out_uri_is_understood_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = invoke(*DEV, "--out", "gs://bucket/runs/x")
+    assert (
+        code == 2
+        and stderr.strip() == "error: gs://bucket/runs/x: expected a local path, file:///PATH or s3://BUCKET/PREFIX"
+    )
+    assert list(tmp_path.iterdir()) == [], "nothing written, no folder named gs:"
+    report = run_ok(*DEV, "--out", (tmp_path / "runs" / "local").as_uri())
+    assert (tmp_path / "runs" / "local" / "report.json").is_symlink() and report["run_id"].startswith("local-")
+
+
+def test_a_preset_edit_is_checked_naming_the_file(tmp_path: Path, write_preset) -> None:
+    preset = write_preset({"edit": {"name": "prune:sparsity=2"}})
+    assert_refused(
+        tmp_path / "runs" / "x",
+        ["-c", str(preset)],
+        r"^error: .*preset\.yaml: edit\.name: sparsity must be in \[0, 1\)",
+    )
+
+
+def test_prune_edit_is_recorded_in_the_report(tmp_path: Path) -> None:
+    report = run_ok(*DEV, "--edit", "prune:sparsity=0.3", "--out", str(tmp_path / "runs" / "pruned"))
+    assert report["edit"]["name"] == "prune" and report["edit"]["spec"] == "prune:sparsity=0.3"
+    assert report["edit"]["params"]["sparsity"] == 0.3
+    assert report["edit"]["achieved_sparsity"] == pytest.approx(0.3, abs=1e-3)

@@ -101,3 +101,9 @@ def test_chromium_renders_a_non_blank_page(html_report: Path, tmp_path: Path) ->
     assert colours is not None and len(colours) > 50  # text, tables and charts, not a blank page
     banner_green = sum(count for count, (r, g, b) in colours if (r, g, b) == (0x1F, 0x7A, 0x3F))
     assert banner_green > 5000  # the PASS banner is drawn
+
+
+def test_the_edit_and_its_parameters_are_shown(html_report: Path) -> None:
+    page = html_report.read_text()
+    assert "<code>quant8 (bits=8, scheme=symmetric, granularity=per_output_channel, rounding=nearest" in page
+    assert "<code>noop</code>" in page  # the baseline's row: no edit, no parameters
