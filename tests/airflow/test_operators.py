@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,7 +163,7 @@ def no_local_paths(value: object) -> None:
 
 @pytest.mark.slow
 def test_a_work_store_carries_runs_and_reports_between_tasks(
-    workdir: Path, seaweed, bucket, evidence_connection, tmp_path: Path
+    workdir: Path, seaweed, bucket, evidence_connection, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from airflow.sdk.exceptions import AirflowException
 
@@ -220,6 +221,8 @@ def test_a_work_store_carries_runs_and_reports_between_tasks(
     summary = report.execute(context("manual__1", "report"))
     no_local_paths({k: v for k, v in summary.items() if k != "link"})
     assert summary["report_dir"] == f"{work}/reports/noop" and summary["ratio"] == 1.0
+    # The dev profile scores too few tokens for any tier: the log names the gate, its value and limit.
+    assert re.search(r"failed gate min_tokens: \d+, limit >= \d+", capsys.readouterr().out)
     assert summary["link"].startswith(seaweed.endpoint) and "X-Amz-Signature" in summary["link"]
     archive = ArchiveOperator(
         task_id="archive",
