@@ -5,7 +5,8 @@ Subjects are mapped at run time from the YAML, so adding one needs no DAG change
 configuration on the embedded tiny model and a local evidence folder ($INVARLOCK_WORKDIR);
 $INVARLOCK_WORK_URI puts runs/ and reports/ in a store, so the tasks share nothing but the store.
 The archive target is this DAG's Asset outlet; $INVARLOCK_OBJECT_LOCK_DAYS locks the evidence there.
-Retries wait Airflow's [core] default_task_retry_delay.
+The gate task ends each run: a verdict other than the plan's `expect` (PASS by default) fails the
+DAG run, after the evidence is archived. Retries wait Airflow's [core] default_task_retry_delay.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from invarlock_provider.airflow.defaults import (
     runs_root,
     work_conn_id,
 )
+from invarlock_provider.airflow.gate import VerdictGateOperator
 from invarlock_provider.airflow.nightly import NightlyPlanOperator
 from invarlock_provider.airflow.operators import (
     ArchiveOperator,
@@ -93,5 +95,8 @@ with DAG(
         keep_last=from_plan("retention_keep_last"),
         max_age=from_plan("retention_max_age"),
     )
+    # Last: after every archive (a FAIL's evidence is stored first), fail the run on any verdict
+    # other than the plan expects for it.
+    gate = VerdictGateOperator(task_id="gate", plan_task_id="plan")
     plan >> [baseline, subjects]
-    archives >> prune
+    archives >> prune >> gate

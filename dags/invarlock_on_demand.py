@@ -3,6 +3,7 @@
 A baseline model and a subject (another checkpoint, or an in-memory edit of the baseline) are
 evaluated on a preset's windows, paired into a report against a tier, and archived. Params are
 validated before the run starts; templates use run_id, never logical_date (null for UI triggers).
+The last task, the gate, fails the run when the verdict is FAIL (after the evidence is archived).
 $INVARLOCK_WORK_URI puts runs/ and reports/ in a store, as for the nightly DAG.
 """
 
@@ -20,6 +21,7 @@ from invarlock_provider.airflow.defaults import (
     runs_root,
     work_conn_id,
 )
+from invarlock_provider.airflow.gate import VerdictGateOperator
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
 
 WORK_CONN_ID = work_conn_id()
@@ -92,7 +94,7 @@ with DAG(
         reports_root=reports_root(),
         conn_id=WORK_CONN_ID,
     )
-    ArchiveOperator(
+    archive = ArchiveOperator(
         task_id="archive",
         report_dir=report.output,
         target="{{ params.archive_target }}",
@@ -100,3 +102,4 @@ with DAG(
         work_conn_id=WORK_CONN_ID,
         outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare
     )
+    archive >> VerdictGateOperator(task_id="gate")  # a FAIL fails the run, once its evidence is archived

@@ -52,8 +52,10 @@ def test_readme_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
     out = result.stdout
     assert re.search(r"DAG run \S+: success", out), out
     verdicts = dict(re.findall(r"^  (\S+_balanced)\s+(PASS|FAIL)\s", out, flags=re.MULTILINE))
-    assert verdicts == {"quant8_balanced": "PASS", "noop_control_balanced": "PASS"}, out
-    bundles = re.findall(r"^  \S+_balanced\s+PASS\s+\S+\s+ok\s+(\S+)$", out, flags=re.MULTILINE)
+    # The shipped plan: one subject that passes and a negative control the gates catch, as expected.
+    assert verdicts == {"quant8_balanced": "PASS", "pruned70_control_balanced": "FAIL"}, out
+    assert re.search(r"gate\s+success", out), out
+    bundles = re.findall(r"^  \S+_balanced\s+(?:PASS|FAIL)\s+\S+\s+ok\s+(\S+)$", out, flags=re.MULTILINE)
     assert len(bundles) == 2, out
     for bundle in map(Path, bundles):
         assert bundle.is_relative_to(clone / "quickstart" / "evidence")

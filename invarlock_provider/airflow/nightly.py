@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from invarlock_provider.airflow.gate import VERDICTS
 from invarlock_provider.config import PROFILES, load_yaml_mapping
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
@@ -19,7 +20,8 @@ TIERS = ("balanced", "conservative", "aggressive")
 
 
 def load_plan(path: Path | None = None) -> dict[str, Any]:
-    """Validated plan: preset, profile, tier, tiers file, baseline model, subjects (run kwargs), retention.
+    """Validated plan: preset, profile, tier, tiers file, baseline model, subjects (run kwargs), the
+    verdict each subject's report is expected to have (``expect``, PASS by default), retention.
 
     A relative ``tiers`` path is relative to the plan file, not to the worker's working directory.
     """
@@ -45,14 +47,19 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
     if not isinstance(entries, list) or not entries:
         raise BadInputError(f"{path}: subjects must be a non-empty list")
     subjects = []
+    expectations: dict[str, str] = {}
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise BadInputError(f"{path}: subjects[{position}] needs a name")
         name = check_segment(entry["name"], f"{path}: subjects[{position}].name")
         edit = parse_edit(str(entry.get("edit") or "noop"), f"{path}: subjects[{position}].edit").spec
-        unknown = set(entry) - {"name", "edit", "model"}
+        unknown = set(entry) - {"name", "edit", "model", "expect"}
         if unknown:
             raise BadInputError(f"{path}: subjects[{position}]: unknown keys {', '.join(sorted(unknown))}")
+        expect = entry.get("expect", "PASS")
+        if expect not in VERDICTS:
+            raise BadInputError(f"{path}: subjects[{position}].expect must be PASS or FAIL, not {expect!r}")
+        expectations[f"{name}_{tier}"] = expect  # the report BuildReportOperator names after the subject
         subjects.append({"run_name": name, "edit": edit, "model": entry.get("model") or ""})
     retention = raw.get("retention") or {}
     return {
@@ -62,6 +69,7 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
         "tiers": tiers,
         "baseline_model": (raw.get("baseline") or {}).get("model"),
         "subjects": subjects,
+        "expectations": expectations,
         "retention_keep_last": retention.get("keep_last"),
         "retention_max_age": retention.get("max_age"),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def test_on_demand_dag_archives_verifiable_evidence(workdir: Path, logical_date:
 def test_nightly_dag_maps_subjects_and_prunes(workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "nightly.yaml"
     config.write_text(
+        # The dev profile scores too few tokens for any tier: both verdicts are FAIL, as declared.
         "preset: causal_lm/tiny_pydocs_128\nprofile: dev\ntier: aggressive\nbaseline: {model: null}\n"
-        "subjects:\n  - {name: quant8, edit: quant8}\n  - {name: noop_control, edit: noop}\n"
+        "subjects:\n  - {name: quant8, edit: quant8, expect: FAIL}\n"
+        "  - {name: noop_control, edit: noop, expect: FAIL}\n"
         "retention: {keep_last: 1, max_age: 0s}\n"
     )
     monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", str(config))
@@ -102,8 +105,10 @@ def test_a_param_outside_its_enum_is_refused_before_any_task(workdir: Path) -> N
 
 @pytest.mark.slow
 def test_on_demand_dag_archives_to_s3_through_a_connection(
-    workdir: Path, seaweed, bucket, evidence_connection, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, seaweed, bucket, evidence_connection, monkeypatch: pytest.MonkeyPatch, capsys, caplog
 ) -> None:
+    """profile=dev scores too few tokens: FAIL. The evidence is archived first, then the gate
+    fails the run naming the min_tokens gate."""
     from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
 
     evidence_connection("flag")
@@ -120,7 +125,15 @@ def test_on_demand_dag_archives_to_s3_through_a_connection(
             "archive_conn_id": "evidence_s3",
         },
     )
-    assert str(dag_run.state) == "success", task_states(dag_run)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["archive[-1]"] == "success" and states["gate[-1]"] == "failed", states
+    captured = capsys.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    assert re.search(
+        r"1 of 1 reports not as expected: to_s3: FAIL \(expected PASS\).*min_tokens: \d+ not >= \d+", logged
+    )
+    assert f"bundle s3://{bucket}/on-demand/to_s3/ev-" in logged
     listed = seaweed.client().list_objects_v2(Bucket=bucket, Prefix="on-demand/to_s3/")["Contents"]
     manifests = [entry["Key"] for entry in listed if entry["Key"].endswith("/manifest.json")]
     assert len(manifests) == 1
@@ -135,7 +148,58 @@ def test_on_demand_dag_archives_to_s3_through_a_connection(
         "--region",
         "us-east-1",
     )
-    assert code == 0, stdout
+    assert code == 0 and "verdict FAIL" in stdout, stdout
+
+
+NEGATIVE_CONTROL_PLAN = """\
+preset: causal_lm/tiny_pydocs_128
+profile: ci
+tier: balanced
+subjects:
+  - {name: quant8, edit: quant8}
+  - {name: pruned70, edit: "prune:sparsity=0.7"EXPECT}
+"""
+
+
+@pytest.mark.slow
+def test_a_negative_control_passes_the_gate_only_when_it_fails_as_expected(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, caplog
+) -> None:
+    plan = tmp_path / "nightly.yaml"
+    monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", str(plan))
+    plan.write_text(NEGATIVE_CONTROL_PLAN.replace("EXPECT", ", expect: FAIL"))
+    dag_run = load_dag("invarlock_nightly").test(logical_date=None)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success" and states["gate[-1]"] == "success", states
+    verdicts = {
+        b.parent.name: json.loads((b / "manifest.json").read_text())["verdict"] for b in bundles(workdir / "evidence")
+    }
+    assert verdicts == {"quant8_balanced": "PASS", "pruned70_balanced": "FAIL"}
+
+    plan.write_text(NEGATIVE_CONTROL_PLAN.replace("EXPECT", ""))  # the control now expected to PASS
+    capsys.readouterr()
+    dag_run = load_dag("invarlock_nightly").test(logical_date=None)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed" and states["gate[-1]"] == "failed", states
+    assert {k: v for k, v in states.items() if k.startswith("archive")} == {
+        "archive[0]": "success",
+        "archive[1]": "success",
+    }
+    logged = capsys.readouterr().out + caplog.text
+    found = re.search(r"1 of 2 reports not as expected: (pruned70_balanced: FAIL \(expected PASS\)[^|\n]*)", logged)
+    assert found, logged[-3000:]
+    assert "ratio: " in found.group(1) and "not <= 1.102" in found.group(1), found.group(1)
+    assert "quant8_balanced" not in found.group(1)
+
+
+def test_a_bad_expect_is_named(tmp_path: Path) -> None:
+    from invarlock_provider.airflow.nightly import load_plan
+    from invarlock_provider.errors import BadInputError
+
+    plan = tmp_path / "nightly.yaml"
+    plan.write_text("subjects:\n  - {name: s, edit: noop, expect: fail}\n")
+    with pytest.raises(BadInputError, match=r"nightly\.yaml: subjects\[0\]\.expect must be PASS or FAIL, not 'fail'"):
+        load_plan(plan)
 
 
 def test_gpu_routing_arguments_pass_through() -> None:
@@ -271,7 +335,7 @@ def test_nightly_dag_locks_its_evidence_and_judges_by_its_tiers_file(
     config = tmp_path / "nightly.yaml"
     config.write_text(
         "preset: causal_lm/tiny_pydocs_128\nprofile: dev\ntier: balanced\ntiers: team-tiers.yaml\n"
-        "subjects:\n  - {name: quant8, edit: quant8}\n"
+        "subjects:\n  - {name: quant8, edit: quant8, expect: FAIL}\n"  # dev: too few tokens (min_tokens)
     )
     monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", str(config))
     monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", f"s3://{locked_bucket}/nightly")
