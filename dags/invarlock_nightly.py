@@ -16,6 +16,7 @@ from datetime import datetime
 from airflow.sdk import DAG
 
 from invarlock_provider.airflow.defaults import (
+    alert_callbacks,
     archive_conn_id,
     archive_target,
     evaluation_pool,
@@ -97,6 +98,6 @@ with DAG(
     )
     # Last: after every archive (a FAIL's evidence is stored first), fail the run on any verdict
     # other than the plan expects for it.
-    gate = VerdictGateOperator(task_id="gate", plan_task_id="plan")
+    gate = VerdictGateOperator(task_id="gate", plan_task_id="plan", on_failure_callback=alert_callbacks())
     plan >> [baseline, subjects]
     archives >> prune >> gate

@@ -14,6 +14,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param
 
 from invarlock_provider.airflow.defaults import (
+    alert_callbacks,
     default_archive_target,
     evaluation_pool,
     evaluation_queue,
@@ -102,4 +103,5 @@ with DAG(
         work_conn_id=WORK_CONN_ID,
         outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare
     )
-    archive >> VerdictGateOperator(task_id="gate")  # a FAIL fails the run, once its evidence is archived
+    # A FAIL fails the run, once its evidence is archived (and e-mails when INVARLOCK_ALERT_EMAIL is set).
+    archive >> VerdictGateOperator(task_id="gate", on_failure_callback=alert_callbacks())

@@ -10,13 +10,17 @@ workers listening on that queue; ``INVARLOCK_EVALUATION_POOL`` puts them in an A
 it first), to cap how many evaluate at once across workers. ``INVARLOCK_OBJECT_LOCK_DAYS`` and
 ``INVARLOCK_OBJECT_LOCK_MODE`` lock the nightly evidence in an Object Lock bucket. These are read
 when a DAG file is parsed, which is why they are environment variables and not files; a bad value
-fails the parse with a one-line error that names the variable.
+fails the parse with a one-line error that names the variable. ``INVARLOCK_ALERT_EMAIL``
+(comma-separated addresses) makes the gate task e-mail a failed verdict through the SMTP
+connection ``INVARLOCK_ALERT_SMTP_CONN_ID`` (default ``smtp_default``), from
+``INVARLOCK_ALERT_FROM``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.storage.objectstore import LOCK_MODES
@@ -108,3 +112,26 @@ def object_lock_mode() -> str:
     if mode not in LOCK_MODES:
         raise BadInputError(f"{OBJECT_LOCK_MODE_ENV} must be one of {', '.join(LOCK_MODES)}, not {mode!r}")
     return mode
+
+
+ALERT_EMAIL_ENV = "INVARLOCK_ALERT_EMAIL"
+
+
+def alert_callbacks() -> list[Any]:
+    """The gate's on_failure_callback: the verdict e-mail when INVARLOCK_ALERT_EMAIL is set."""
+    raw = os.environ.get(ALERT_EMAIL_ENV, "").strip()
+    if not raw:
+        return []
+    recipients = [address.strip() for address in raw.split(",") if address.strip()]
+    bad = [address for address in recipients if "@" not in address or " " in address]
+    if bad or not recipients:
+        raise BadInputError(f"{ALERT_EMAIL_ENV} must be comma-separated e-mail addresses, not {raw!r}")
+    from invarlock_provider.airflow.alerts import VerdictAlert
+
+    return [
+        VerdictAlert(
+            to=recipients,
+            smtp_conn_id=os.environ.get("INVARLOCK_ALERT_SMTP_CONN_ID") or "smtp_default",
+            from_email=os.environ.get("INVARLOCK_ALERT_FROM") or "invarlock@localhost",
+        )
+    ]

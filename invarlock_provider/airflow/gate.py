@@ -80,6 +80,8 @@ class VerdictGateOperator(BaseOperator):
         if missed:
             from airflow.sdk.exceptions import AirflowFailException
 
+            ti.xcom_push(key="missed", value=missed)  # what an alert (on_failure_callback) shows
+
             raise AirflowFailException(
                 f"{len(missed)} of {len(reports)} reports not as expected: " + " | ".join(missed)
             )
