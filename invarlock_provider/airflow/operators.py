@@ -482,6 +482,20 @@ class ArchiveOperator(BaseOperator):
         except InvarlockError as exc:
             raise _failed(exc, self.conn_id) from None
         self.log.info("%s evidence %s at %s", result.verdict, result.evidence_id, result.bundle_uri)
+        event = {
+            "verdict": result.verdict,
+            "ratio": result.ratio,
+            "ci": result.ci,
+            "tier": result.tier,
+            "report_name": result.report_name,
+            "bundle_uri": result.bundle_uri,
+            "evidence_id": result.evidence_id,
+            "subject_model": result.subject_model,
+            "subject_weights_digest": result.subject_weights_digest,
+        }
+        outlet_events = context.get("outlet_events") if hasattr(context, "get") else None
+        for asset in self.outlets if outlet_events is not None else []:
+            outlet_events[asset].extra.update(event)  # what a DAG scheduled on the evidence Asset reads
         return {
             "bundle_uri": result.bundle_uri,
             "evidence_id": result.evidence_id,

@@ -53,6 +53,12 @@ class ArchiveResult:
     skipped: list[str]
     already_archived: bool
     verdict: str
+    report_name: str
+    ratio: float | None
+    ci: list[float] | None
+    tier: str
+    subject_model: str | None
+    subject_weights_digest: str | None
 
 
 @dataclass
@@ -188,6 +194,12 @@ def _result(
         skipped=skipped,
         already_archived=already,
         verdict=bundle.evaluation["verdict"],
+        report_name=bundle.report_name,
+        ratio=(bundle.evaluation.get("primary_metric") or {}).get("ratio"),
+        ci=(bundle.evaluation.get("primary_metric") or {}).get("ci"),
+        tier=bundle.evaluation["tier"],
+        subject_model=bundle.evaluation["subject"].get("model_id"),
+        subject_weights_digest=bundle.evaluation["subject"].get("weights_digest"),
     )
 
 

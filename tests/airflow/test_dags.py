@@ -37,6 +37,7 @@ def test_dag_files_import_nothing_heavy() -> None:
         "import runpy, sys\n"
         f"runpy.run_path({str(REPO / 'dags' / 'invarlock_nightly.py')!r})\n"
         f"runpy.run_path({str(REPO / 'dags' / 'invarlock_on_demand.py')!r})\n"
+        f"runpy.run_path({str(REPO / 'dags' / 'invarlock_promote_example.py')!r})\n"
         "print(','.join(m for m in ('torch', 'transformers', 'datasets', 'boto3') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -250,15 +251,16 @@ def registered_outlets(name: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def asset_events(dag_run) -> list[tuple[str, str]]:
-    """(task, asset URI) of the asset events a DAG run's tasks emitted."""
+def asset_events(dag_run, with_extra: bool = False) -> list[tuple]:
+    """(task, asset URI[, extra]) of the asset events a DAG run's tasks emitted."""
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
         events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == dag_run.run_id)).all()
-        return sorted((event.source_task_id, event.asset.uri) for event in events)
+        rows = [(e.source_task_id, e.asset.uri, *([dict(e.extra or {})] if with_extra else [])) for e in events]
+        return sorted(rows, key=str)
 
 
 @pytest.mark.parametrize("target", ["s3://evidence/nightly/", None])
@@ -345,6 +347,11 @@ def test_nightly_dag_locks_its_evidence_and_judges_by_its_tiers_file(
     dag_run = load_dag("invarlock_nightly").test(logical_date=None)
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert asset_events(dag_run) == [("archive", f"s3://{locked_bucket}/nightly")]  # the declared outlet
+    ((_, _, extra),) = asset_events(dag_run, with_extra=True)  # what a DAG scheduled on the Asset reads
+    assert extra["verdict"] == "FAIL" and extra["report_name"] == "quant8_balanced" and extra["tier"] == "balanced"
+    assert extra["bundle_uri"] == f"s3://{locked_bucket}/nightly/quant8_balanced/{extra['evidence_id']}"
+    assert len(extra["ci"]) == 2 and extra["ratio"] > 0
+    assert extra["subject_model"] and len(extra["subject_weights_digest"]) >= 64
 
     evaluation = json.loads((workdir / "reports" / "quant8_balanced" / "evaluation.report.json").read_text())
     assert evaluation["policy"]["tier"] == "balanced"

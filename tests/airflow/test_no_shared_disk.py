@@ -1,8 +1,9 @@
 """The nightly DAG on a real CeleryExecutor deployment whose two workers share no disk: each runs in
 its own mount namespace with private tmpfs work, home, temp and log folders, and only SeaweedFS on
-127.0.0.1 is shared. Two nights through the scheduler: evidence archived and verified, the first
-night's archived runs pruned from the work store, and an evaluation SIGKILLed mid-run retried into
-exactly one complete run."""
+127.0.0.1 is shared. Two nights through the scheduler: evidence archived and verified (a negative control
+FAILs as its plan expects, so the gate passes), the first night's archived runs pruned from the
+work store, an evaluation SIGKILLed mid-run retried into exactly one complete run, and the promote
+example DAG scheduled on the evidence Asset promoting the PASS bundles from the asset events."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ baseline: {model: null}
 subjects:
   - {name: quant8, edit: quant8}
   - {name: noop_control, edit: noop}
+  - {name: pruned70, edit: "prune:sparsity=0.7", expect: FAIL}
 retention: {keep_last: 1, max_age: 0s}
 """
+PROMOTE_DAG_ID = "invarlock_promote_example"
+NAMES = ("baseline", "quant8", "noop_control", "pruned70")
 
 
 def evaluation_process(task_id: str) -> int | None:
@@ -96,6 +100,18 @@ def scheduled_run(airflow: CeleryDeployment, timeout: float = 60) -> str:
     return airflow.trigger(DAG_ID)
 
 
+def promotions(airflow: CeleryDeployment, timeout: float = 180) -> list[dict]:
+    """The records of the first successful run of the promote example (created by the scheduler)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in airflow.request("GET", f"/api/v2/dags/{PROMOTE_DAG_ID}/dagRuns")["dag_runs"]:
+            if run["state"] == "success":
+                return airflow.xcom(PROMOTE_DAG_ID, run["dag_run_id"], "promote")
+            assert run["state"] != "failed", run
+        time.sleep(1)
+    raise AssertionError("the promote example never ran on the nightly evidence")
+
+
 def night(airflow: CeleryDeployment, run_id: str) -> dict[str, dict]:
     state = airflow.wait_for_run(DAG_ID, run_id, timeout=420)
     tis = {f"{ti['task_id']}[{ti['map_index']}]": ti for ti in airflow.task_instances(DAG_ID, run_id)}
@@ -136,6 +152,8 @@ def test_the_nightly_dag_needs_nothing_but_the_store(
     client = seaweed.client()
     with deployment(tmp_path / "deployment", REPO / "dags", settings) as airflow:
         airflow.wait_for_dag(DAG_ID)
+        airflow.wait_for_dag(PROMOTE_DAG_ID)
+        airflow.unpause(PROMOTE_DAG_ID)  # scheduled on the nightly evidence Asset
         airflow.unpause(DAG_ID)  # catchup=False: the scheduler creates the latest night's run at once
         first = scheduled_run(airflow)
 
@@ -144,7 +162,7 @@ def test_the_nightly_dag_needs_nothing_but_the_store(
         assert tis["evaluate_baseline[-1]"]["try_number"] == 2, killed_in
         # The killed try left nothing behind (it died in its private scratch); the retry, on the
         # same worker or another, made exactly one complete run.
-        first_runs = {name: run_folders(client, bucket, name) for name in ("baseline", "quant8", "noop_control")}
+        first_runs = {name: run_folders(client, bucket, name) for name in NAMES}
         for name, folders in first_runs.items():
             assert list(folders.values()) == [{"report.json", "events.jsonl"}], (name, folders)
         baseline_xcom = airflow.xcom(DAG_ID, first, "evaluate_baseline")
@@ -156,7 +174,15 @@ def test_the_nightly_dag_needs_nothing_but_the_store(
         verify = ("verify", f"s3://{bucket}/nightly", "--endpoint-url", seaweed.endpoint, "--path-style")
         code, stdout, stderr = cli(*verify, "--region", "us-east-1")
         assert code == 0, stdout + stderr
-        assert stdout.count("verdict PASS") == 2, stdout
+        assert stdout.count("verdict PASS") == 2 and stdout.count("verdict FAIL") == 1, stdout
+        assert tis["gate[-1]"]["state"] == "success"  # the negative control FAILed, as expected
+
+        # The example consumer ran on the asset events of the three archives and promoted the PASSes.
+        promoted = promotions(airflow)
+        assert sorted(r["report_name"] for r in promoted) == ["noop_control_balanced", "quant8_balanced"]
+        assert all(r["verdict"] == "PASS" and r["subject_weights_digest"] for r in promoted), promoted
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="nightly/.promotions/")["Contents"]]
+        assert len(keys) == 2, keys
 
         second = airflow.trigger(DAG_ID)
         night(airflow, second)
@@ -164,7 +190,7 @@ def test_the_nightly_dag_needs_nothing_but_the_store(
             after = run_folders(client, bucket, name)
             assert len(after) == 1 and set(after) != set(before), (name, before, after)
         code, stdout, stderr = cli(*verify, "--region", "us-east-1")
-        assert code == 0 and stdout.count("verdict PASS") == 4, stdout + stderr
+        assert code == 0 and stdout.count("verdict PASS") == 4 and stdout.count("verdict FAIL") == 2, stdout + stderr
 
         # Nothing reached the shared disk: the work folder every worker points at is empty here.
         assert list(airflow.workdir.iterdir()) == []

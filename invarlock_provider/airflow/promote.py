@@ -1,0 +1,64 @@
+"""Acting on the nightly evidence from another DAG: read the triggering asset events, keep the PASS
+bundles, write a promotion record for each into the evidence store.
+
+The example consumer (dags/invarlock_promote_example.py) is scheduled on the nightly evidence
+Asset; every archive task attaches the verdict, ratio and CI, tier, report name, bundle URI,
+evidence id and the subject's model and weights digest to its asset event, so a consumer decides
+without reading a single bundle. A record is ``<evidence prefix>/.promotions/<report name>/
+<evidence id>.json``: the same bundle promoted twice writes the same record, so retries are safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+PROMOTIONS_FOLDER = ".promotions"
+PROMOTION_SCHEMA = "invarlock.promotion/1"
+
+
+class PromotePassingBundlesOperator(BaseOperator):
+    """Write a promotion record for every PASS bundle among the triggering asset events."""
+
+    template_fields: Sequence[str] = ("target", "conn_id")
+
+    def __init__(self, *, target: str, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.conn_id = conn_id
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        from invarlock_provider.airflow.hooks import EvidenceStoreHook
+        from invarlock_provider.storage.uri import check_segment
+        from invarlock_provider.storage.workstore import put_bytes
+
+        events = [event for batch in context["triggering_asset_events"].values() for event in batch]
+        store = None
+        promoted = []
+        for event in events:
+            extra = dict(event.extra or {})
+            if not extra.get("bundle_uri"):
+                self.log.info("skipped an event without evidence metadata: %s", extra)
+                continue
+            if extra.get("verdict") != "PASS":
+                self.log.info("not promoted (%s): %s", extra.get("verdict"), extra["bundle_uri"])
+                continue
+            store = store or EvidenceStoreHook(self.conn_id or None).get_store(self.target)
+            name = check_segment(str(extra["report_name"]), "report_name")
+            evidence_id = check_segment(str(extra["evidence_id"]), "evidence_id")
+            record = {
+                "schema_version": PROMOTION_SCHEMA,
+                **extra,
+                "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "promoted_by": {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]},
+            }
+            put_bytes(store, store.uri.key(PROMOTIONS_FOLDER, name, f"{evidence_id}.json"), json.dumps(record).encode())
+            self.log.info(
+                "promoted %s (ratio %s, %s)", extra["bundle_uri"], extra.get("ratio"), extra.get("subject_model")
+            )
+            promoted.append(record)
+        return promoted
