@@ -20,7 +20,16 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
-        "operators": [{"integration-name": "InvarLock", "python-modules": ["invarlock_provider.airflow.operators"]}],
+        "operators": [
+            {
+                "integration-name": "InvarLock",
+                "python-modules": [
+                    "invarlock_provider.airflow.operators",
+                    "invarlock_provider.airflow.gate",
+                    "invarlock_provider.airflow.promote",
+                ],
+            }
+        ],
         "hooks": [{"integration-name": "InvarLock", "python-modules": ["invarlock_provider.airflow.hooks"]}],
         "connection-types": [
             {
