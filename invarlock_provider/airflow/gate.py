@@ -43,8 +43,12 @@ class VerdictGateOperator(BaseOperator):
         self.expectations = expectations or {}
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         ti = context["ti"]
         reports = [r for r in ti.xcom_pull(task_ids=[self.report_task_id]) if isinstance(r, dict)]
+        if not reports:
+            raise AirflowFailException(f"no reports from task {self.report_task_id!r}: nothing was judged")
         bundles = {
             _report_name(a["bundle_uri"], parent=True): a["bundle_uri"]
             for a in ti.xcom_pull(task_ids=[self.archive_task_id])
@@ -73,15 +77,8 @@ class VerdictGateOperator(BaseOperator):
                 self.log.error("NOT AS EXPECTED %s", line)
             else:
                 self.log.info("as expected: %s", line)
-        if not reports:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"no reports from task {self.report_task_id!r}: nothing was judged")
         if missed:
-            from airflow.sdk.exceptions import AirflowFailException
-
             ti.xcom_push(key="missed", value=missed)  # what an alert (on_failure_callback) shows
-
             raise AirflowFailException(
                 f"{len(missed)} of {len(reports)} reports not as expected: " + " | ".join(missed)
             )
