@@ -100,3 +100,9 @@ def _integer(value: str, name: str, where: str) -> int:
 
 
 _PARAMETERS = {"noop": _no_parameters, "quant8": _no_parameters, "quant": _quant, "prune": _prune}
+
+
+def edit_label(edit: dict[str, Any] | None) -> str | None:
+    """The edit as its spec (``quant:bits=4,group=32``); reports older than specs have only a name."""
+    edit = edit or {}
+    return edit.get("spec") or edit.get("name")

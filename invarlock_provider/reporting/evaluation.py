@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from invarlock_provider import __version__
+from invarlock_provider.edit_spec import edit_label
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic, write_json_atomic
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN
@@ -171,12 +172,6 @@ def reference_fields(report: RunReport) -> dict[str, Any]:
         "weights_digest": meta.get("weights_digest"),
         "edit": edit_label(report.data.get("edit")),
     }
-
-
-def edit_label(edit: dict[str, Any] | None) -> str | None:
-    """The edit as its spec (``quant:bits=4,group=32``); reports older than specs have only a name."""
-    edit = edit or {}
-    return edit.get("spec") or edit.get("name")
 
 
 def _reason(entry: dict[str, Any]) -> str:

@@ -395,7 +395,7 @@ def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: R
 
 def _edit_cell(report: dict[str, Any]) -> str:
     """The spec, then the parameters the edit recorded (bits, group, sparsity, achieved sparsity)."""
-    from invarlock_provider.reporting.evaluation import edit_label
+    from invarlock_provider.edit_spec import edit_label
 
     edit = report.get("edit") or {}
     params = {key: value for key, value in (edit.get("params") or {}).items() if value is not None}
