@@ -15,6 +15,7 @@ from pathlib import Path
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_file
+from invarlock_provider.reporting.lineage import run_identity
 
 REPORT_FILE = "report.json"
 EVENTS_FILE = "events.jsonl"
@@ -95,7 +96,11 @@ def run_summary(report: dict, report_path: Path) -> dict:
 
 
 def summarize_run(report: dict, run_dir: str, report_location: str, report_sha256: str) -> dict:
-    """The same for a run wherever it is: ``run_dir`` and ``report_location`` are paths or URIs."""
+    """The same for a run wherever it is: ``run_dir`` and ``report_location`` are paths or URIs.
+
+    ``model`` and ``dataset`` (with their digests) travel too: the run's lineage is built from them
+    without downloading the report again.
+    """
     metrics = report["metrics"]
     return {
         "run_id": report["run_id"],
@@ -106,6 +111,7 @@ def summarize_run(report: dict, run_dir: str, report_location: str, report_sha25
         "ppl_final": metrics["primary_metric"]["final"],
         "tokens": metrics["tokens_processed"],
         "tokens_per_s": metrics["throughput_tokens_per_s"],
+        **run_identity(report),
     }
 
 
