@@ -21,11 +21,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
 from invarlock_provider.airflow.links import EvidenceLink
+
+if TYPE_CHECKING:
+    from invarlock_provider.reporting.lineage import Lineage
 
 LINK_EXPIRY_S = 7 * 24 * 3600
 
@@ -70,7 +73,23 @@ def _failed(exc: Exception, conn_id: str | None) -> Exception:
     return AirflowException(f"{exc}{suffix}")
 
 
-class RunEvaluationOperator(BaseOperator):
+class _LineageOnComplete:
+    """OpenLineage for the OpenLineage provider's listener, from what ``execute`` recorded.
+
+    ``execute`` sets ``_lineage`` once it knows what the task read and wrote; a task that failed
+    before that reports none. The OpenLineage client is imported here only, never when a DAG parses.
+    """
+
+    _lineage: Lineage | None = None
+    _lineage_facet = "evaluation"
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from invarlock_provider.airflow.lineage import operator_lineage
+
+        return operator_lineage(self._lineage, self._lineage_facet)
+
+
+class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
     """Evaluate one model (``invarlock run``); in a subprocess by default, so GPU memory, threads
     and the network policy end with it."""
 
@@ -86,6 +105,7 @@ class RunEvaluationOperator(BaseOperator):
         "conn_id",
     )
     operator_extra_links = (EvidenceLink(),)
+    _lineage_facet = "run"
 
     def __init__(
         self,
@@ -163,6 +183,7 @@ class RunEvaluationOperator(BaseOperator):
         except InvarlockError as exc:
             raise _failed(exc, self.conn_id) from None
         if finished is not None:
+            self._lineage = _run_lineage(finished)
             return finished
         args = self._arguments(out, run_dir_name, context)
         with tempfile.TemporaryDirectory(prefix="invarlock-evaluate-") as scratch:
@@ -172,6 +193,7 @@ class RunEvaluationOperator(BaseOperator):
         if not summary["report"].startswith("s3://"):
             summary = {**summary, "report": Path(summary["report"]).resolve().as_uri()}
             summary["run_dir"] = Path(summary["run_dir"]).resolve().as_uri()
+        self._lineage = _run_lineage(summary)
         return {**summary, "reused": False, "link": summary["report"]}
 
     def _run_subprocess(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -199,6 +221,19 @@ class RunEvaluationOperator(BaseOperator):
 
             raise AirflowException(f"invarlock run failed (exit {result.exit_code}): {result.stderr.strip()}")
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _run_lineage(summary: dict[str, Any]) -> Lineage:
+    from invarlock_provider.reporting.lineage import run_lineage
+
+    run = {
+        "run_id": summary["run_id"],
+        "edit": summary["model"]["edit"],
+        "report_sha256": summary["report_sha256"],
+        "ppl_final": summary["ppl_final"],
+        "tokens": summary["tokens"],
+    }
+    return run_lineage(summary, summary["run_dir"], run)
 
 
 def _not_ours(where: str, owner: Any, airflow_run_id: str) -> Exception:
@@ -257,7 +292,7 @@ def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, An
     return None
 
 
-class BuildReportOperator(BaseOperator):
+class BuildReportOperator(_LineageOnComplete, BaseOperator):
     """Pair a subject with its baseline (``invarlock report``) into reports/<report_name>/
     (default: the subject's run name and the tier, e.g. ``quant8_balanced``).
 
@@ -311,6 +346,7 @@ class BuildReportOperator(BaseOperator):
         from invarlock_provider.airflow.hooks import EvidenceStoreHook
         from invarlock_provider.errors import InvarlockError
         from invarlock_provider.reporting.evaluation import run_name
+        from invarlock_provider.reporting.lineage import evaluation_lineage
         from invarlock_provider.reporting.policy import load_tier
         from invarlock_provider.reporting.summary import evaluation_summary
         from invarlock_provider.storage.handoff import load_run, write_report
@@ -340,6 +376,9 @@ class BuildReportOperator(BaseOperator):
                     with_events=self.with_events,
                     html=self.html,
                 )
+            self._lineage = evaluation_lineage(
+                written.evaluation, subject.data, written.report_dir, {"report_name": name}
+            )
             link = written.page
             if link.startswith("s3://"):
                 folder = hook.work_location(link)
@@ -369,7 +408,7 @@ class BuildReportOperator(BaseOperator):
         return summary
 
 
-class ArchiveOperator(BaseOperator):
+class ArchiveOperator(_LineageOnComplete, BaseOperator):
     """Archive a reports folder (``invarlock archive``), then apply retention (``invarlock prune``).
 
     ``report_dir`` is a path, a URI, or BuildReportOperator's XCom (its ``report_dir`` and
@@ -458,6 +497,7 @@ class ArchiveOperator(BaseOperator):
                     now=now,
                     sources=sources,
                 )
+                self._lineage = _archive_lineage(report_dir, result)
             pruned = (
                 _prune_runs(work, self.runs_root, self.keep_last, self.max_age, store, self.index_path, now)
                 if self.runs_root
@@ -499,6 +539,23 @@ class ArchiveOperator(BaseOperator):
             "link": link,
             "handoff_s": round(staged_s, 4),
         }
+
+
+def _archive_lineage(report_dir: Path, result: Any) -> Lineage:
+    """The bundle's lineage from the folder that was archived (the subject's report.json is in it)."""
+    from invarlock_provider.layout import REPORT_FILE
+    from invarlock_provider.reporting.evaluation import EVALUATION_FILE
+    from invarlock_provider.reporting.lineage import evaluation_lineage
+
+    evaluation = json.loads((report_dir / EVALUATION_FILE).read_text())
+    subject = json.loads((report_dir / REPORT_FILE).read_text())
+    extra = {
+        "report_name": result.report_name,
+        "evidence_id": result.evidence_id,
+        "bundle_uri": result.bundle_uri,
+        "manifest_sha256": result.manifest_sha256,
+    }
+    return evaluation_lineage(evaluation, subject, result.bundle_uri, extra)
 
 
 def _index_path(configured: str | None) -> Path:

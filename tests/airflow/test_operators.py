@@ -237,6 +237,15 @@ def test_a_work_store_carries_runs_and_reports_between_tasks(
     no_local_paths({k: v for k, v in archived.items() if k != "link"})
     assert archived["pruned_runs"] == []  # the only run of each name is the newest: kept
     assert not (workdir / "runs").exists() and not (workdir / "reports").exists()
+    # OpenLineage names store objects by bucket and key.
+    lineage = {task.task_id: task.get_openlineage_facets_on_complete(None) for task in (retry, report, archive)}
+    outputs = {task_id: [(o.namespace, o.name) for o in found.outputs] for task_id, found in lineage.items()}
+    assert outputs == {
+        "evaluate_quant8": [(f"s3://{bucket}", run_key)],
+        "report": [(f"s3://{bucket}", "work/reports/noop")],
+        "archive": [(f"s3://{bucket}", archived["bundle_uri"].removeprefix(f"s3://{bucket}/"))],
+    }
+    assert lineage["archive"].run_facets["invarlock_evaluation"].evidence_id == archived["evidence_id"]
 
     # What XCom promised is checked after download.
     tampered = ArchiveOperator(
