@@ -19,6 +19,7 @@ _COMMANDS = {
     "archive": "invarlock_provider.cli.archive:archive_command",
     "fetch": "invarlock_provider.cli.fetch:fetch_command",
     "ls": "invarlock_provider.cli.ls:ls_command",
+    "history": "invarlock_provider.cli.history:history_command",
     "prune": "invarlock_provider.cli.prune:prune_command",
     "doctor": "invarlock_provider.cli.doctor:doctor_command",
 }

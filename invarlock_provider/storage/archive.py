@@ -42,6 +42,8 @@ from invarlock_provider.storage.s3 import S3Store
 from invarlock_provider.storage.stores import check_store
 from invarlock_provider.storage.uri import EVIDENCE_ID, join_key
 
+MANIFEST_READERS = 16  # manifests are small: listing many bundles costs the requests' latency
+
 
 @dataclass(frozen=True)
 class ArchiveResult:
@@ -361,9 +363,19 @@ def list_bundles(store: ObjectStore, prefix: str, *, read_manifests: bool = True
             summary.complete = True
     for summary in bundles.values():
         summary.uri = store.uri.locate(summary.key)
-        if summary.complete and read_manifests:
-            summary.manifest = parse_manifest(store.read_bytes(summary.manifest_key), summary.uri)
+    if read_manifests:
+        read_manifests_of([summary for summary in bundles.values() if summary.complete], store)
     return sorted(bundles.values(), key=lambda b: (b.created_at or datetime.min.replace(tzinfo=UTC), b.key))
+
+
+def read_manifests_of(summaries: list[BundleSummary], store: ObjectStore) -> None:
+    """Fill in each complete bundle's manifest, reading them in parallel (one GET each)."""
+
+    def read(summary: BundleSummary) -> None:
+        summary.manifest = parse_manifest(store.read_bytes(summary.manifest_key), summary.uri)
+
+    with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
+        list(pool.map(read, summaries))
 
 
 def verify_bundles(store: ObjectStore, prefix: str) -> list[tuple[BundleSummary, Verification | None]]:
