@@ -38,4 +38,5 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["invarlock_provider.airflow.links.EvidenceLink"],
+        "plugins": [{"name": "invarlock", "plugin-class": "invarlock_provider.airflow.plugin.InvarlockPlugin"}],
     }

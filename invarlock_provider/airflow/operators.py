@@ -391,6 +391,7 @@ class BuildReportOperator(_LineageOnComplete, BaseOperator):
             **evaluation_summary(written.evaluation, written.evaluation_uri),
             "evaluation_sha256": written.evaluation_sha256,
             "report_dir": written.report_dir,
+            "conn_id": self.conn_id or None,  # how the evidence pages read report_dir
             "link": link,
             "handoff_s": round(fetch_s + written.publish_s, 4),
         }
@@ -535,6 +536,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
             "manifest_sha256": result.manifest_sha256,
             "verdict": result.verdict,
             "already_archived": result.already_archived,
+            "conn_id": self.conn_id or None,  # how the evidence pages read the bundle
             "pruned_runs": pruned,
             "link": link,
             "handoff_s": round(staged_s, 4),
