@@ -22,7 +22,8 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invarlock_provider.airflow import evidence_pages as pages
 
@@ -53,10 +54,29 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InvarlockError)
     async def bad_input(request: Request, exc: InvarlockError) -> Response:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return _error_page(400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error_page(exc.status_code, str(exc.detail), exc.headers)
 
     app.include_router(router)
     return app
+
+
+def _error_page(status: int, message: str, headers: dict[str, str] | None = None) -> HTMLResponse:
+    """Errors are pages too: these routes are opened in the Airflow UI's frames, not called by scripts."""
+    body = f'<p class="error" data-status="{status}">{pages.esc(message)}</p>'
+    return HTMLResponse(pages.page(f"{status}: {message}", body), status_code=status, headers=headers)
+
+
+def _map_index(text: str) -> int:
+    """The UI leaves ``{MAP_INDEX}`` in the view's URL for a task that is not mapped."""
+    if text == "{MAP_INDEX}":
+        return -1
+    if not text.lstrip("-").isdigit() or int(text) < -1:
+        raise HTTPException(400, f"map index {text!r}: expected an integer >= -1")
+    return int(text)
 
 
 def _root(request: Request) -> str:
@@ -79,16 +99,16 @@ def _task_value(session: Any, dag_id: str, run_id: str, task_id: str, map_index:
 
 @router.get("/task/{dag_id}/{run_id}/{task_id}/{map_index}", dependencies=[TaskAccess])
 def task_page(
-    request: Request, session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: int
+    request: Request, session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: str
 ) -> HTMLResponse:
-    value = _task_value(session, dag_id, run_id, task_id, map_index)
+    value = _task_value(session, dag_id, run_id, task_id, _map_index(map_index))
     files = f"{_root(request)}/task/{dag_id}/{run_id}/{task_id}/{map_index}/files"
     return HTMLResponse(pages.task_page(value, files_link=files, root=_root(request)))
 
 
 @router.get("/task/{dag_id}/{run_id}/{task_id}/{map_index}/files/{name:path}", dependencies=[TaskAccess])
-def task_file(session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: int, name: str) -> Response:
-    value = _task_value(session, dag_id, run_id, task_id, map_index)
+def task_file(session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: str, name: str) -> Response:
+    value = _task_value(session, dag_id, run_id, task_id, _map_index(map_index))
     if "bundle_uri" not in value:
         raise HTTPException(404, f"{task_id} archived no bundle")
     return pages.bundle_file(value["bundle_uri"], value.get("conn_id"), name)
@@ -124,7 +144,11 @@ def evidence_page(
     report: Annotated[str | None, Query(max_length=128)] = None,
     verdict: Annotated[str | None, Query(pattern="^(PASS|FAIL)?$")] = None,
 ) -> HTMLResponse:
+    from invarlock_provider.storage.uri import check_segment
+
     source = _evidence_source(user)
+    if report:
+        check_segment(report, "report")
     return HTMLResponse(pages.evidence_page(source, report or None, verdict or None, root=_root(request)))
 
 

@@ -26,9 +26,9 @@ RECENT_ROWS = 12  # bundles listed per report name on the Evidence page, newest 
 PAGE_CSS = """
 .invarlock-banner{font:14px/1.45 system-ui,sans-serif;background:#fff;border:1px solid #dde1e6;
 border-left:6px solid #2f855a;padding:10px 14px;margin:0 0 14px}
-.invarlock-banner.FAIL{border-left-color:#c53030}
-.invarlock-banner .verdict{font-size:18px;font-weight:700}
-.invarlock-banner .verdict.FAIL{color:#c53030}.invarlock-banner .verdict.PASS{color:#2f855a}
+.invarlock-banner[data-verdict=FAIL]{border-left-color:#c53030}
+.invarlock-banner .verdict{font-size:18px;font-weight:700;color:#2f855a}
+.invarlock-banner[data-verdict=FAIL] .verdict{color:#c53030}
 .invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li.bad{color:#c53030}
 .invarlock-banner .files a{margin-right:10px}
 form.filters{margin:0 0 12px}form.filters label{margin-right:12px}
@@ -36,10 +36,10 @@ form.filters{margin:0 0 12px}form.filters label{margin-right:12px}
 CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".html": "text/html; charset=utf-8"}
 
 
-def _esc(value: Any) -> str:
-    from invarlock_provider.reporting.html import esc
+def esc(value: Any) -> str:
+    from invarlock_provider.reporting.html import esc as html_escape
 
-    return esc(value)
+    return html_escape(value)
 
 
 def _ratio(ratio: Any, ci: Any) -> str:
@@ -54,7 +54,7 @@ def page(title: str, body: str) -> str:
 
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{HISTORY_CSS}{PAGE_CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{HISTORY_CSS}{PAGE_CSS}</style></head>"
         f"<body><main>{body}</main></body></html>"
     )
 
@@ -66,15 +66,15 @@ def banner(evaluation: dict[str, Any], verification: Any, where: str, files: lis
     verified = (
         f"<li>invarlock verify: {len(verification.checks)} checks passed</li>"
         if verification.ok
-        else "".join(f'<li class="bad">verify: {_esc(c.name)} failed: {_esc(c.detail)}</li>' for c in checks)
+        else "".join(f'<li class="bad">verify: {esc(c.name)} failed: {esc(c.detail)}</li>' for c in checks)
     )
-    failed = "".join(f'<li class="bad">{_esc(reason)}</li>' for reason in evaluation.get("reasons", []))
-    links = "".join(f'<a href="{_esc(href)}">{_esc(name)}</a>' for name, href in files)
+    failed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation.get("reasons", []))
+    links = "".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in files)
     return (
-        f'<section class="invarlock-banner {_esc(verdict)}" data-verdict="{_esc(verdict)}">'
-        f'<span class="verdict {_esc(verdict)}">{_esc(verdict)}</span> '
-        f'[{_esc(evaluation["tier"])}] ratio <span class="ratio">{_ratio(metric.get("ratio"), metric.get("ci"))}</span>'
-        f'<div class="where">{_esc(where)}</div><ul>{verified}{failed}</ul>'
+        f'<section class="invarlock-banner" data-verdict="{esc(verdict)}">'
+        f'<span class="verdict">{esc(verdict)}</span> '
+        f'[{esc(evaluation["tier"])}] ratio <span class="ratio">{_ratio(metric.get("ratio"), metric.get("ci"))}</span>'
+        f'<div class="where">{esc(where)}</div><ul>{verified}{failed}</ul>'
         f'<div class="files">{links}</div></section>'
     )
 
@@ -129,7 +129,7 @@ def task_page(value: dict[str, Any], *, files_link: str, root: str) -> str:
         return reports_page(value["report_dir"], value.get("conn_id"), value.get("evaluation_sha256"))
     if "run_id" in value and "report" in value:
         rows = "".join(
-            f"<tr><th>{_esc(label)}</th><td>{_esc(value.get(field))}</td></tr>"
+            f"<tr><th>{esc(label)}</th><td>{esc(value.get(field))}</td></tr>"
             for label, field in (
                 ("run", "run_id"),
                 ("report", "report"),
@@ -159,10 +159,10 @@ def run_page(dag_id: str, run_id: str, values: list[tuple[str, int, Any]], *, ro
         if "bundle_uri" in value or "link" not in entry:  # the archived bundle's page when there is one
             entry["link"] = f"{root}/task/{dag_id}/{run_id}/{task_id}/{map_index}"
     rows = "".join(
-        f'<tr data-report="{_esc(name)}"><td><a href="{_esc(entry["link"])}">{_esc(name)}</a></td>'
-        f'<td class="{_esc(entry.get("verdict"))}">{_esc(entry.get("verdict"))}</td>'
-        f"<td>{_ratio(entry.get('ratio'), entry.get('ci'))}</td><td>{_esc(entry.get('tier', '-'))}</td>"
-        f"<td>{_esc(entry.get('bundle_uri', 'not archived'))}</td></tr>"
+        f'<tr data-report="{esc(name)}"><td><a href="{esc(entry["link"])}">{esc(name)}</a></td>'
+        f'<td class="{esc(entry.get("verdict"))}">{esc(entry.get("verdict"))}</td>'
+        f"<td>{_ratio(entry.get('ratio'), entry.get('ci'))}</td><td>{esc(entry.get('tier', '-'))}</td>"
+        f"<td>{esc(entry.get('bundle_uri', 'not archived'))}</td></tr>"
         for name, entry in sorted(reports.items())
     )
     table = (
@@ -171,7 +171,7 @@ def run_page(dag_id: str, run_id: str, values: list[tuple[str, int, Any]], *, ro
         if rows
         else "<p>No report in this run (yet).</p>"
     )
-    return page(f"{dag_id} {run_id}", f"<h1>Reports of {_esc(dag_id)} / {_esc(run_id)}</h1>{table}")
+    return page(f"{dag_id} {run_id}", f"<h1>Reports of {esc(dag_id)} / {esc(run_id)}</h1>{table}")
 
 
 def source_bundle_uri(source: EvidenceSource, report_name: str, evidence_id: str) -> str:
@@ -198,33 +198,31 @@ def evidence_page(source: EvidenceSource, report: str | None, verdict: str | Non
         for point in shown:
             subject = read_json(store, join_key(point.key, EVALUATION_FILE))["subject"]
             rows.append(
-                f'<tr data-evidence-id="{_esc(point.evidence_id)}"><td>{point.created_at:%Y-%m-%d %H:%M}</td>'
-                f'<td class="{_esc(point.verdict)}">{_esc(point.verdict)}</td><td>{_ratio(point.ratio, point.ci)}</td>'
-                f"<td>{_esc(point.tier)}</td><td>{_esc(subject.get('model_id'))} ({_esc(subject.get('edit'))})</td>"
-                f'<td><a href="{_esc(link(point))}">{_esc(point.evidence_id)}</a></td></tr>'
+                f'<tr data-evidence-id="{esc(point.evidence_id)}"><td>{point.created_at:%Y-%m-%d %H:%M}</td>'
+                f'<td class="{esc(point.verdict)}">{esc(point.verdict)}</td><td>{_ratio(point.ratio, point.ci)}</td>'
+                f"<td>{esc(point.tier)}</td><td>{esc(subject.get('model_id'))} ({esc(subject.get('edit'))})</td>"
+                f'<td><a href="{esc(link(point))}">{esc(point.evidence_id)}</a></td></tr>'
             )
         fails = sum(1 for p in points if p.verdict == "FAIL")
         sections.append(
-            f'<section class="report" id="{_esc(name)}"><h2>{_esc(name)}</h2>'
+            f'<section class="report" id="{esc(name)}"><h2>{esc(name)}</h2>'
             f'<figure class="history">{history_chart(points, link)}<figcaption>{len(points)} nights, {fails} FAIL; '
             "dashed line: the tier's ratio limit; band: 95% CI</figcaption></figure>"
             "<table><thead><tr><th>date</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th>"
             f"<th>subject model (edit)</th><th>bundle</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
         )
-    names = "".join(
-        f'<option value="{_esc(n)}"{" selected" if n == report else ""}>{_esc(n)}</option>' for n in history
-    )
+    names = "".join(f'<option value="{esc(n)}"{" selected" if n == report else ""}>{esc(n)}</option>' for n in history)
     verdicts = "".join(
         f'<option value="{v}"{" selected" if v == (verdict or "") else ""}>{v or "any"}</option>'
         for v in ("", "PASS", "FAIL")
     )
     form = (
-        f'<form class="filters" method="get" action="{_esc(root)}/evidence">'
+        f'<form class="filters" method="get" action="{esc(root)}/evidence">'
         f'<label>report <select name="report"><option value="">all</option>{names}</select></label>'
         f'<label>verdict <select name="verdict">{verdicts}</select></label><button type="submit">Filter</button></form>'
     )
     body = "".join(sections) or "<p>No archived bundle yet.</p>"
-    return page("InvarLock evidence", f"<h1>Evidence: {_esc(source.target)}</h1>{form}{body}")
+    return page("InvarLock evidence", f"<h1>Evidence: {esc(source.target)}</h1>{form}{body}")
 
 
 def bundle_file(uri: str, conn_id: str | None, name: str) -> Response:

@@ -55,7 +55,10 @@ def history_command(
     from invarlock_provider.storage.history import report_history
     from invarlock_provider.storage.retention import parse_duration
     from invarlock_provider.storage.stores import check_store, open_store
+    from invarlock_provider.storage.uri import check_segment
 
+    if report_name is not None:
+        check_segment(report_name, "--report")
     window = parse_duration(since) if since else None
     root, base = bundle_location(store_uri)
     store = open_store(root, s3_settings(endpoint_url, region, path_style))

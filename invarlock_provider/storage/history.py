@@ -46,7 +46,7 @@ def report_history(
     now: datetime | None = None,
 ) -> dict[str, list[HistoryPoint]]:
     """Complete bundles under ``prefix`` (or only ``report_name``'s), oldest first, per report name."""
-    where = join_key(prefix, check_segment(report_name, "--report")) if report_name else prefix
+    where = join_key(prefix, check_segment(report_name, "report name")) if report_name else prefix
     cutoff = (now or datetime.now(UTC)) - since if since is not None else None
     bundles = [
         b

@@ -1,11 +1,13 @@
-"""End to end: `airflow standalone` on 127.0.0.1, the on-demand DAG triggered through the REST API
-with a conf, waited for, and its archived bundle verified."""
+"""End to end: the README's `airflow standalone` block on 127.0.0.1, the on-demand DAG triggered
+through the REST API (one PASS, one FAIL), its bundles verified, and the evidence pages driven in
+Debian's headless Chromium (screenshots under test-artifacts/ui/)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.airflow.browser import CHROMIUM, Browser
 from tests.airflow.conftest import REPO
 from tests.storage.conftest import cli
 from tests.storage.seaweed import free_ports
@@ -100,9 +103,63 @@ class Standalone:
         raise AssertionError(f"timed out waiting for {what}; see {self.root / 'standalone.log'}")
 
 
+README = (REPO / "README.md").read_text()
+README_BLOCK = re.search(r"Trying it locally[^\n]*\n\n```bash\n(.*?)```", README, re.S).group(1)
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+
+
+class ReadmeStandalone(Standalone):
+    """The README's "Trying it locally" block, run verbatim by bash from a checkout-shaped folder
+    (``.venv`` and ``dags`` beside it) with a bare PATH; only its port is swapped for a free one."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.checkout = root / "checkout"
+        self.checkout.mkdir()
+        (self.checkout / ".venv").symlink_to(Path(sys.prefix))
+        (self.checkout / "dags").symlink_to(REPO / "dags")
+        self.script = README_BLOCK.replace("8080", str(self.port))
+        home = root / "user"
+        home.mkdir()
+        self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+        self.evidence = home / "invarlock" / "evidence"
+
+    def start(self) -> None:
+        log = (self.root / "standalone.log").open("ab")
+        self.process = subprocess.Popen(
+            ["bash", "-c", self.script],
+            cwd=self.checkout,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def status(self, path: str, token: str | None = None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def trigger(self, token: str, conf: dict) -> tuple[str, str]:
+        body = {"logical_date": None, "conf": conf}
+        run = self.request("POST", "/api/v2/dags/invarlock_on_demand/dagRuns", body, token)
+        path = f"/api/v2/dags/invarlock_on_demand/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+        state = self.wait_for(
+            lambda: (s := self.request("GET", path, token=token)["state"]) in ("success", "failed") and s,
+            600,
+            f"the DAG run {run['dag_run_id']} to finish",
+        )
+        return run["dag_run_id"], state
+
+
 @pytest.fixture
-def standalone(tmp_path: Path) -> Iterator[Standalone]:
-    server = Standalone(tmp_path)
+def standalone(tmp_path: Path) -> Iterator[ReadmeStandalone]:
+    server = ReadmeStandalone(tmp_path)
     server.start()
     try:
         yield server
@@ -111,26 +168,58 @@ def standalone(tmp_path: Path) -> Iterator[Standalone]:
 
 
 @pytest.mark.slow
-def test_on_demand_dag_through_the_rest_api(standalone: Standalone) -> None:
-    token = standalone.wait_for(lambda: standalone.request("GET", "/auth/token")["access_token"], 180, "the API")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_readme_block_runs_and_the_ui_shows_the_evidence(standalone: ReadmeStandalone, tmp_path: Path) -> None:
+    passwords = standalone.checkout / ".airflow" / "simple_auth_manager_passwords.json.generated"
+    password = standalone.wait_for(lambda: json.loads(passwords.read_text())["admin"], 240, "the admin password")
+    login = {"username": "admin", "password": password}
+    token = standalone.wait_for(
+        lambda: standalone.request("POST", "/auth/token", login)["access_token"], 240, "the API"
+    )
     standalone.wait_for(
-        lambda: standalone.request("GET", "/api/v2/dags/invarlock_on_demand", token=token), 180, "the DAG to be parsed"
+        lambda: standalone.request("GET", "/api/v2/dags/invarlock_on_demand", token=token), 240, "the DAG to be parsed"
     )
     standalone.request("PATCH", "/api/v2/dags/invarlock_on_demand", {"is_paused": False}, token)
-    run = standalone.request(
-        "POST",
-        "/api/v2/dags/invarlock_on_demand/dagRuns",
-        {"logical_date": None, "conf": {"profile": "ci", "report_name": "via_api"}},
-        token,
-    )
-    run_path = f"/api/v2/dags/invarlock_on_demand/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
-    state = standalone.wait_for(
-        lambda: (s := standalone.request("GET", run_path, token=token)["state"]) in ("success", "failed") and s,
-        600,
-        "the DAG run to finish",
-    )
+    passed, state = standalone.trigger(token, {"profile": "ci", "report_name": "via_ui"})
     assert state == "success"
-    manifests = list((standalone.root / "work" / "evidence" / "via_api").glob("*/manifest.json"))
-    assert len(manifests) == 1
-    code, stdout, _ = cli("verify", str(manifests[0].parent))
-    assert code == 0 and "verdict PASS" in stdout
+    failed, state = standalone.trigger(token, {"profile": "dev", "report_name": "via_ui"})
+    assert state == "failed"  # the gate: dev scores too few tokens for any tier
+    bundles = sorted(p.parent for p in (standalone.evidence / "via_ui").glob("*/manifest.json"))
+    assert len(bundles) == 2
+    for bundle in bundles:
+        code, stdout, _ = cli("verify", str(bundle))
+        assert code == 0, stdout
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    site = f"http://127.0.0.1:{standalone.port}"
+    browser = Browser(tmp_path / "chromium")
+    try:
+        browser.set_cookie("_token", token, site)  # the session cookie the login page would set
+        task = f"{site}/dags/invarlock_on_demand/runs/{urllib.parse.quote(failed, safe='')}/tasks/archive"
+        browser.open(f"{task}/plugin/invarlock-report", ready="document.querySelector('iframe')")
+        frame = browser.evaluate("document.querySelector('iframe').src")
+        assert "/invarlock/task/invarlock_on_demand/" in frame
+        time.sleep(3)  # the frame's report
+        browser.screenshot(ARTIFACTS / "task-instance.png")
+        browser.open(frame, ready="document.querySelector('.invarlock-banner')")
+        page = browser.dom()
+        assert 'data-verdict="FAIL"' in page and "min_tokens" in page
+        assert re.search(r'<span class="ratio">\d\.\d{4} \(95% CI', page)
+        assert re.search(r"invarlock verify: \d+ checks passed", page)
+        browser.open(f"{site}/plugin/invarlock-evidence", ready="document.querySelector('iframe')")
+        time.sleep(3)
+        browser.screenshot(ARTIFACTS / "evidence-nav.png")
+        browser.open(f"{site}/invarlock/evidence", ready="document.querySelector('svg.history')")
+        browser.screenshot(ARTIFACTS / "evidence.png")
+        evidence = browser.dom()
+    finally:
+        browser.close()
+    points = re.findall(r'<circle class="point (pass|fail)" data-evidence-id="(ev-[0-9a-f]{24})"', evidence)
+    assert [p[0] for p in points] == ["pass", "fail"] and {p[1] for p in points} == {b.name for b in bundles}
+
+    assert standalone.status("/invarlock/evidence") == 401  # no cookie, no token
+    task_page = f"/invarlock/task/invarlock_on_demand/{urllib.parse.quote(passed, safe='')}/archive/-1"
+    assert standalone.status(task_page) == 401
+    assert standalone.status(task_page, token) == 200
+    assert standalone.status("/invarlock/evidence?report=..%2Fvia_ui", token) == 400
+    assert standalone.status("/invarlock/evidence/via_ui/..%2F..%2Fetc", token) in (400, 404)
