@@ -110,17 +110,10 @@ def main() -> None:
             airflow = Path(sys.executable).with_name("airflow")
             subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
 
-            from invarlock_provider.storage.s3 import S3Settings, S3Store
+            from invarlock_provider.storage.s3 import S3Store
             from invarlock_provider.storage.uri import parse_store_uri
 
-            settings = S3Settings(
-                endpoint_url=server.endpoint,
-                region_name="us-east-1",
-                path_style=True,
-                aws_access_key_id=ACCESS_KEY,
-                aws_secret_access_key=SECRET_KEY,
-            )
-            store = S3Store(parse_store_uri("s3://evidence/nightly"), settings)
+            store = S3Store(parse_store_uri("s3://evidence/nightly"), server.settings())
             now = datetime.now(UTC).replace(microsecond=0)
             begin = time.perf_counter()
             ids = build_bundles(root / "bench", store, "bench_balanced", args.bundles, now, seed=1)
