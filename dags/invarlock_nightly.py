@@ -25,6 +25,7 @@ from invarlock_provider.airflow.defaults import (
     object_lock_mode,
     reports_root,
     runs_root,
+    signing_conn_id,
     work_conn_id,
 )
 from invarlock_provider.airflow.gate import VerdictGateOperator
@@ -86,6 +87,7 @@ with DAG(
         work_conn_id=WORK_CONN_ID,
         object_lock_days=object_lock_days(),
         lock_mode=object_lock_mode(),
+        signing_conn_id=signing_conn_id(),
     ).expand(report_dir=reports.output)
     prune = PruneRunsOperator(
         task_id="prune_runs",

@@ -20,6 +20,7 @@ from invarlock_provider.airflow.defaults import (
     evaluation_queue,
     reports_root,
     runs_root,
+    signing_conn_id,
     work_conn_id,
 )
 from invarlock_provider.airflow.gate import VerdictGateOperator
@@ -101,6 +102,7 @@ with DAG(
         target="{{ params.archive_target }}",
         conn_id="{{ params.archive_conn_id }}",
         work_conn_id=WORK_CONN_ID,
+        signing_conn_id=signing_conn_id(),
         outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare
     )
     # A FAIL fails the run, once its evidence is archived (and e-mails when INVARLOCK_ALERT_EMAIL is set).

@@ -75,6 +75,11 @@ def archive_conn_id() -> str | None:
     return os.environ.get("INVARLOCK_ARCHIVE_CONN_ID") or None
 
 
+def signing_conn_id() -> str | None:
+    """The connection holding the Ed25519 key that signs archived bundles (its password: the PEM)."""
+    return os.environ.get("INVARLOCK_SIGNING_CONN_ID") or None
+
+
 def evaluation_queue() -> str:
     """Queue of the evaluation tasks; Airflow's default queue when unset."""
     from airflow.configuration import conf

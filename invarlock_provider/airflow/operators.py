@@ -417,6 +417,8 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
     (default: ``conn_id``, the evidence store's). A static ``target`` is also the task's Asset outlet
     (:func:`evidence_outlets`; pass it to ``.partial(outlets=...)`` when mapping). ``object_lock_days``
     locks every archived object for that many days in ``lock_mode`` (GOVERNANCE or COMPLIANCE).
+    ``signing_conn_id`` names a connection whose password is an Ed25519 private key (PEM): the
+    bundle's manifest is signed with it (any secrets backend works; the key stays in memory).
     """
 
     template_fields: Sequence[str] = (
@@ -427,6 +429,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
         "runs_root",
         "max_age",
         "bucket_max_age",
+        "signing_conn_id",
     )
     operator_extra_links = (EvidenceLink(),)
 
@@ -445,6 +448,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
         bucket_keep_last: int | None = None,
         bucket_max_age: str | None = None,
         index_path: str | None = None,
+        signing_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         if "outlets" not in kwargs:
@@ -462,6 +466,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
         self.bucket_keep_last = bucket_keep_last
         self.bucket_max_age = bucket_max_age
         self.index_path = index_path
+        self.signing_conn_id = signing_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
         import tempfile
@@ -481,6 +486,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
         work = EvidenceStoreHook(work_conn)
         now = datetime.now(UTC)
         try:
+            signing_key = _signing_key(self.signing_conn_id) if self.signing_conn_id else None
             store = EvidenceStoreHook(self.conn_id or None).get_store(self.target)
             check_store(store)  # an unusable evidence store fails the task before anything is fetched
             local_work = not reference.startswith("s3://")
@@ -497,6 +503,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
                     index_path=_index_path(self.index_path) if local_work else None,
                     now=now,
                     sources=sources,
+                    signing_key=signing_key,
                 )
                 self._lineage = _archive_lineage(report_dir, result)
             pruned = (
@@ -536,11 +543,26 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
             "manifest_sha256": result.manifest_sha256,
             "verdict": result.verdict,
             "already_archived": result.already_archived,
+            "signer": result.signer,
             "conn_id": self.conn_id or None,  # how the evidence pages read the bundle
             "pruned_runs": pruned,
             "link": link,
             "handoff_s": round(staged_s, 4),
         }
+
+
+def _signing_key(conn_id: str) -> Any:
+    """The connection's password as an Ed25519 key; errors name the connection, never its content."""
+    from airflow.sdk import BaseHook
+
+    from invarlock_provider.errors import BadInputError
+    from invarlock_provider.storage.signing import parse_signing_key
+
+    where = f"signing connection {conn_id!r}"
+    pem = BaseHook.get_connection(conn_id).password
+    if not pem:
+        raise BadInputError(f"{where}: its password must hold the Ed25519 private key (PEM)")
+    return parse_signing_key(pem.encode(), where)
 
 
 def _archive_lineage(report_dir: Path, result: Any) -> Lineage:

@@ -22,6 +22,7 @@ _COMMANDS = {
     "history": "invarlock_provider.cli.history:history_command",
     "prune": "invarlock_provider.cli.prune:prune_command",
     "doctor": "invarlock_provider.cli.doctor:doctor_command",
+    "keygen": "invarlock_provider.cli.keygen:keygen_command",
 }
 
 

@@ -25,6 +25,7 @@ reports in the evidence store (<prefix>/.archived-runs/), which is what `prune -
     + ENV_HELP
     + "  INVARLOCK_ARCHIVE_URI                                    default for --to\n"
     + "  INVARLOCK_HOME                                           where the archive index lives (~/.invarlock)\n"
+    + "  INVARLOCK_SIGNING_KEY_FILE                               default for --signing-key\n"
 )
 
 
@@ -40,6 +41,13 @@ reports in the evidence store (<prefix>/.archived-runs/), which is what `prune -
     default=None,
     help="Archive index read by `invarlock prune` [default: $INVARLOCK_HOME/archive-index.json].",
 )
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="INVARLOCK_SIGNING_KEY_FILE",
+    default=None,
+    help="Ed25519 private key (PEM, mode 0600) that signs the manifest (invarlock keygen).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @store_options
 @reports_errors
@@ -49,6 +57,7 @@ def archive_command(
     object_lock_days: int | None,
     lock_mode: str,
     index_path: Path | None,
+    signing_key: Path | None,
     as_json: bool,
     endpoint_url: str | None,
     region: str | None,
@@ -64,8 +73,10 @@ def archive_command(
     from invarlock_provider.storage.archive import archive_report
     from invarlock_provider.storage.handoff import stage_reports
     from invarlock_provider.storage.index import default_index_path
+    from invarlock_provider.storage.signing import load_signing_key
     from invarlock_provider.storage.stores import check_store, open_store
 
+    key = load_signing_key(signing_key) if signing_key else None  # a bad key fails before any upload
     settings = s3_settings(endpoint_url, region, path_style)
     store = open_store(target or default_archive_uri(), settings)
     check_store(store)  # an unusable target fails before anything is fetched
@@ -80,6 +91,7 @@ def archive_command(
             lock_mode=lock_mode,
             index_path=index_path or default_index_path(),
             sources=sources,
+            signing_key=key,
         )
     if as_json:
         click.echo(json.dumps({**result.__dict__, "handoff_s": round(staged_s, 4)}))
@@ -88,3 +100,5 @@ def archive_command(
     click.echo(f"{result.verdict} evidence {result.evidence_id}: {state}")
     click.echo(f"bundle: {result.bundle_uri}")
     click.echo(f"manifest sha256: {result.manifest_sha256}")
+    if result.signer:
+        click.echo(f"signed by: {result.signer}")

@@ -44,6 +44,7 @@ def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region:
             "complete": b.complete,
             "verdict": (b.manifest or {}).get("verdict"),
             "ratio": (b.manifest or {}).get("ratio"),
+            "signer": ((b.manifest or {}).get("signing") or {}).get("fingerprint"),
             "created_at": b.created_at.isoformat(timespec="seconds") if b.created_at else None,
         }
         for b in bundles
@@ -54,5 +55,6 @@ def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region:
     for row in rows:
         verdict = row["verdict"] if row["complete"] else "INCOMPLETE"
         ratio = f"{row['ratio']:.4f}" if isinstance(row["ratio"], float) else "-"
-        click.echo(f"{row['created_at'] or '-':<25} {verdict:<10} {ratio:>8}  {row['uri']}")
+        signer = f"  signed {row['signer'][:16]}" if row["signer"] else ""
+        click.echo(f"{row['created_at'] or '-':<25} {verdict:<10} {ratio:>8}  {row['uri']}{signer}")
     click.echo(f"{len(rows)} bundles")

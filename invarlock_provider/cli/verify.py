@@ -33,30 +33,63 @@ only if every complete bundle verified, 1 if any failed, 2 if there was none. In
 @click.command("verify", epilog=EXAMPLE)
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print every check as JSON (a list for a prefix).")
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A public key (PEM) whose signatures are trusted; repeatable.",
+)
+@click.option(
+    "--trusted-keys",
+    "trust_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A trust file: keys with names and validity windows.",
+)
+@click.option("--fingerprint", "fingerprints", multiple=True, help="A trusted key's fingerprint (64 hex); repeatable.")
 @store_options
 @reports_errors
-def verify_command(target: str, as_json: bool, endpoint_url: str | None, region: str | None, path_style: bool) -> None:
-    """Recompute digests, pairing, ratio, gates and verdict of an evidence folder, bundle URI or prefix."""
+def verify_command(
+    target: str,
+    as_json: bool,
+    trusted_keys: tuple[Path, ...],
+    trust_file: Path | None,
+    fingerprints: tuple[str, ...],
+    endpoint_url: str | None,
+    region: str | None,
+    path_style: bool,
+) -> None:
+    """Recompute digests, pairing, ratio, gates and verdict of an evidence folder, bundle URI or prefix.
+
+    With trust given (--trusted-key, --trusted-keys, --fingerprint), a bundle must be signed by a
+    trusted key inside its validity window; without, a signature is still checked and its signer shown.
+    """
     from invarlock_provider.reporting.verify import MalformedEvidenceError, verify_path
     from invarlock_provider.storage.archive import verify_bundle_folder, verify_remote_bundle
     from invarlock_provider.storage.bundle import MANIFEST_FILE
     from invarlock_provider.storage.uri import is_bundle_key
 
+    trust = _trust(trusted_keys, trust_file, fingerprints)
     if is_store_uri(target):
         from invarlock_provider.storage.stores import open_store
 
         root, base = bundle_location(target)
         store = open_store(root, s3_settings(endpoint_url, region, path_style))
         if not is_bundle_key(base):
-            _verify_prefix(store, base, target, as_json)
+            _verify_prefix(store, base, target, as_json, trust)
             return
-        result = verify_remote_bundle(store, base, target)
+        result = verify_remote_bundle(store, base, target, trust)
     else:
         path = Path(target)
         if not path.exists():
             raise MalformedEvidenceError(f"{path}: no such file or folder")
         folder = path if path.is_dir() else path.parent
-        result = verify_bundle_folder(folder) if (folder / MANIFEST_FILE).is_file() else verify_path(path)
+        if (folder / MANIFEST_FILE).is_file():
+            result = verify_bundle_folder(folder, trust)
+        else:
+            result = verify_path(path)
+            if trust is not None:
+                result.add("signature", False, f"not a bundle, so unsigned; trusted keys: {trust.names()}")
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -74,10 +107,28 @@ def _summary(result: Any, *, name_failures: bool = False) -> str:
     if failed and name_failures:
         status += f" ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})"
     verdict = f", verdict {result.verdict}" if result.verdict else ""
-    return f"{result.path}: {result.kind} {status}{verdict}"
+    signer = f", signed by {result.signer}" if result.signer else ""
+    return f"{result.path}: {result.kind} {status}{verdict}{signer}"
 
 
-def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool) -> None:
+def _trust(keys: tuple[Path, ...], trust_file: Path | None, fingerprints: tuple[str, ...]) -> Any:
+    """The keys an auditor trusts, from every flag together; None when no trust was given."""
+    from invarlock_provider.storage.signing import (
+        Trust,
+        TrustedKey,
+        check_fingerprint,
+        fingerprint_of,
+        load_public_key,
+        load_trust_file,
+    )
+
+    trusted = [TrustedKey(str(path), fingerprint_of(load_public_key(path))) for path in keys]
+    trusted += load_trust_file(trust_file) if trust_file else []
+    trusted += [TrustedKey("--fingerprint", check_fingerprint(f, "--fingerprint")) for f in fingerprints]
+    return Trust(tuple(trusted)) if keys or trust_file or fingerprints else None
+
+
+def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: Any) -> None:
     """Every bundle under a prefix, as `ls` lists them: one line each, then a total."""
     from invarlock_provider.reporting.verify import MalformedEvidenceError
     from invarlock_provider.storage.archive import verify_bundles
@@ -85,7 +136,7 @@ def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool) -> None:
 
     if store.uri.scheme == "s3":
         check_store(store)
-    outcomes = verify_bundles(store, prefix)
+    outcomes = verify_bundles(store, prefix, trust)
     if not outcomes:
         raise MalformedEvidenceError(f"{target}: no bundles under this prefix, nothing to verify")
     verified = [result for _, result in outcomes if result is not None]

@@ -52,6 +52,7 @@ class Verification:
     kind: str
     checks: list[Check] = field(default_factory=list)
     verdict: str | None = None
+    signer: str | None = None  # the fingerprint of a valid signature's key (a signed bundle)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,7 @@ class Verification:
             "kind": self.kind,
             "ok": self.ok,
             "verdict": self.verdict,
+            "signer": self.signer,
             "checks": [check.__dict__ for check in self.checks],
         }
 

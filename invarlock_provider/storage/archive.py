@@ -9,6 +9,7 @@ evidence in the meantime.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -39,6 +40,14 @@ from invarlock_provider.storage.bundle import (
 from invarlock_provider.storage.index import record_archived, record_archived_in_store
 from invarlock_provider.storage.objectstore import LOCK_MODES, ObjectLock, ObjectStore
 from invarlock_provider.storage.s3 import S3Store
+from invarlock_provider.storage.signing import (
+    ALGORITHM,
+    SIGNATURE_FILE,
+    SigningKey,
+    Trust,
+    check_signature,
+    sign_manifest,
+)
 from invarlock_provider.storage.stores import check_store
 from invarlock_provider.storage.uri import EVIDENCE_ID, join_key
 
@@ -61,6 +70,7 @@ class ArchiveResult:
     tier: str
     subject_model: str | None
     subject_weights_digest: str | None
+    signer: str | None = None  # the signing key's fingerprint, for a signed bundle
 
 
 @dataclass
@@ -96,9 +106,14 @@ def archive_report(
     on_uploaded: Callable[[str], None] | None = None,
     max_workers: int = 8,
     sources: dict[Path, tuple[ObjectStore, str]] | None = None,
+    signing_key: SigningKey | None = None,
 ) -> ArchiveResult:
     """``sources`` names where a downloaded file of ``report_dir`` came from in a store: on the same
-    S3 endpoint it is copied server side instead of uploaded again."""
+    S3 endpoint it is copied server side instead of uploaded again.
+
+    With ``signing_key`` the manifest names its signer and ``manifest.sig.json`` is uploaded (under
+    the same lock) before the manifest: the manifest stays the one marker that makes a bundle
+    complete, and a complete signed bundle always has its signature."""
     now = now or datetime.now(UTC)
     bundle = collect_bundle(report_dir)
     check_store(store)
@@ -147,8 +162,14 @@ def archive_report(
     files = [file for file, _ in outcomes]
 
     lock_record = {"mode": lock.mode, "retain_until": lock.retain_until.isoformat()} if lock else None
-    raw = manifest_bytes(bundle.manifest(files, created_at=now, lock=lock_record))
+    signing = {"algorithm": ALGORITHM, "fingerprint": signing_key.fingerprint} if signing_key else None
+    raw = manifest_bytes(bundle.manifest(files, created_at=now, lock=lock_record, signing=signing))
     with tempfile.TemporaryDirectory() as tmp:
+        if signing_key is not None:
+            signature = sign_manifest(raw, signing_key, now)
+            signature_path = Path(tmp) / SIGNATURE_FILE
+            signature_path.write_bytes(signature)
+            store.put_file(join_key(base, SIGNATURE_FILE), signature_path, sha256_bytes(signature), lock)
         manifest_path = Path(tmp) / MANIFEST_FILE
         manifest_path.write_bytes(raw)
         store.put_file(manifest_key, manifest_path, sha256_bytes(raw), lock)
@@ -202,6 +223,7 @@ def _result(
         tier=bundle.evaluation["tier"],
         subject_model=bundle.evaluation["subject"].get("model_id"),
         subject_weights_digest=bundle.evaluation["subject"].get("weights_digest"),
+        signer=(json.loads(raw).get("signing") or {}).get("fingerprint"),
     )
 
 
@@ -255,6 +277,8 @@ def fetch_bundle(store: ObjectStore, base: str, target: Path, *, strict: bool = 
             key = join_key(base, entry["path"])
             if store.head(key) is not None:
                 store.download(key, staging / entry["path"])
+        if store.head(join_key(base, SIGNATURE_FILE)) is not None:
+            store.download(join_key(base, SIGNATURE_FILE), staging / SIGNATURE_FILE)
         result = Verification(path=target, kind="bundle", verdict=manifest.get("verdict"))
         _check_files(staging, manifest, result)
         if strict and not result.ok:
@@ -305,10 +329,12 @@ def _check_identity(folder: Path, manifest: dict[str, Any], result: Verification
         result.add("bundle.report_name", report_name == parents[-1], f"manifest {report_name}, key {parents[-1]}")
 
 
-def verify_bundle_folder(folder: Path) -> Verification:
-    """A fetched bundle: its manifest against the files, then the evaluation itself."""
-    manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), str(folder))
+def verify_bundle_folder(folder: Path, trust: Trust | None = None) -> Verification:
+    """A fetched bundle: its signature and manifest against the files, then the evaluation itself."""
+    raw = (folder / MANIFEST_FILE).read_bytes()
+    manifest = parse_manifest(raw, str(folder))
     result = Verification(path=folder, kind="bundle", verdict=manifest.get("verdict"))
+    _check_signature(folder, raw, manifest, result, trust)
     _check_files(folder, manifest, result)
     name = folder.resolve().name  # a fetched folder's parent is anything, so only its own name counts
     _check_identity(folder, manifest, result, name if EVIDENCE_ID.match(name) else None)
@@ -316,17 +342,29 @@ def verify_bundle_folder(folder: Path) -> Verification:
     return result
 
 
-def verify_remote_bundle(store: ObjectStore, base: str, display: str) -> Verification:
+def verify_remote_bundle(store: ObjectStore, base: str, display: str, trust: Trust | None = None) -> Verification:
     with tempfile.TemporaryDirectory(prefix="invarlock-verify-") as tmp:
         folder = Path(tmp) / "bundle"
         result = fetch_bundle(store, base, folder, strict=False)
         files_match = result.ok  # the evaluation is only worth recomputing from the archived bytes
-        manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), display)
+        raw = (folder / MANIFEST_FILE).read_bytes()
+        manifest = parse_manifest(raw, display)
+        _check_signature(folder, raw, manifest, result, trust)
         _check_identity(folder, manifest, result, base)
         if files_match:
             _merge_evaluation(folder, manifest, result)
     result.path = display
     return result
+
+
+def _check_signature(
+    folder: Path, raw: bytes, manifest: dict[str, Any], result: Verification, trust: Trust | None
+) -> None:
+    signature = folder / SIGNATURE_FILE
+    checks, signer = check_signature(raw, manifest, signature.read_bytes() if signature.is_file() else None, trust)
+    for name, ok, detail in checks:
+        result.add(name, ok, detail)
+    result.signer = signer if checks and checks[0][1] else None
 
 
 def _merge_evaluation(folder: Path, manifest: dict[str, Any], result: Verification) -> None:
@@ -378,7 +416,9 @@ def read_manifests_of(summaries: list[BundleSummary], store: ObjectStore) -> Non
         list(pool.map(read, summaries))
 
 
-def verify_bundles(store: ObjectStore, prefix: str) -> list[tuple[BundleSummary, Verification | None]]:
+def verify_bundles(
+    store: ObjectStore, prefix: str, trust: Trust | None = None
+) -> list[tuple[BundleSummary, Verification | None]]:
     """Verify every complete bundle under ``prefix``; incomplete ones are listed with None.
 
     A bundle that cannot even be read (a malformed manifest or evaluation) is a failed bundle, not
@@ -390,7 +430,7 @@ def verify_bundles(store: ObjectStore, prefix: str) -> list[tuple[BundleSummary,
             outcomes.append((summary, None))
             continue
         try:
-            result = verify_remote_bundle(store, summary.key, summary.uri)
+            result = verify_remote_bundle(store, summary.key, summary.uri, trust)
         except InvarlockError as exc:
             result = Verification(path=summary.uri, kind="bundle")
             result.add("bundle", False, str(exc))

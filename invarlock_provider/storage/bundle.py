@@ -54,7 +54,17 @@ class LocalBundle:
     files: tuple[BundleFile, ...]
     evaluation: dict[str, Any]
 
-    def manifest(self, files: list[BundleFile], *, created_at: datetime, lock: dict[str, Any] | None) -> dict[str, Any]:
+    def manifest(
+        self,
+        files: list[BundleFile],
+        *,
+        created_at: datetime,
+        lock: dict[str, Any] | None,
+        signing: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``signing`` (algorithm, fingerprint) is there only for a signed bundle: the manifest then
+        says whose signature must accompany it."""
+        optional = {"signing": signing} if signing else {}
         return {
             "schema_version": BUNDLE_SCHEMA,
             "evidence_id": self.evidence_id,
@@ -64,6 +74,7 @@ class LocalBundle:
             "created_at": created_at.isoformat(timespec="seconds"),
             "tool_version": __version__,
             "object_lock": lock,
+            **optional,
         }
 
 
