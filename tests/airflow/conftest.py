@@ -18,6 +18,8 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 # One key for this process and the `airflow` subprocesses, so secrets one writes the other reads.
 os.environ["AIRFLOW__CORE__FERNET_KEY"] = "kKCyvymh3yT1X6eYVtiGvBaCdeYM_3-HHTCTxEZtdXs="
+# The API server app built in-process (tests/airflow/test_evidence_plugin.py) signs its JWTs with this.
+os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "invarlock-tests-jwt-secret-" + "0" * 40
 
 
 @pytest.fixture(scope="session", autouse=True)
