@@ -70,11 +70,12 @@ def banner(evaluation: dict[str, Any], verification: Any, where: str, files: lis
     )
     failed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation.get("reasons", []))
     links = "".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in files)
+    signer = f'<li class="signer">signed by {esc(verification.signer)}</li>' if verification.signer else ""
     return (
         f'<section class="invarlock-banner" data-verdict="{esc(verdict)}">'
         f'<span class="verdict">{esc(verdict)}</span> '
         f'[{esc(evaluation["tier"])}] ratio <span class="ratio">{_ratio(metric.get("ratio"), metric.get("ci"))}</span>'
-        f'<div class="where">{esc(where)}</div><ul>{verified}{failed}</ul>'
+        f'<div class="where">{esc(where)}</div><ul>{verified}{signer}{failed}</ul>'
         f'<div class="files">{links}</div></section>'
     )
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
+from invarlock_provider.storage.signing import generate_key_pair
 from tests.airflow.conftest import load_dag
 
 
@@ -21,11 +22,15 @@ def demo(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         patch.setenv("INVARLOCK_WORKDIR", str(work))
         patch.setenv("INVARLOCK_HOME", str(work / ".invarlock"))
         patch.delenv("INVARLOCK_ARCHIVE_URI", raising=False)
-        dag = load_dag("invarlock_on_demand")
         runs = {}
-        for profile in ("ci", "dev"):
-            runs[profile] = dag.test(run_conf={"profile": profile, "report_name": "ui_demo"}).run_id
-        yield {"work": work, "runs": runs}
+        runs["ci"] = load_dag("invarlock_on_demand").test(run_conf={"profile": "ci", "report_name": "ui_demo"}).run_id
+        # The second run signs its bundle (the task page then names the signer).
+        fingerprint = generate_key_pair(work.parent / "keys")
+        pem = (work.parent / "keys" / "private.pem").read_text()
+        patch.setenv("AIRFLOW_CONN_UI_SIGNING", json.dumps({"conn_type": "generic", "password": pem}))
+        patch.setenv("INVARLOCK_SIGNING_CONN_ID", "ui_signing")
+        runs["dev"] = load_dag("invarlock_on_demand").test(run_conf={"profile": "dev", "report_name": "ui_demo"}).run_id
+        yield {"work": work, "runs": runs, "signer": fingerprint}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +71,9 @@ def test_the_archive_task_page_is_the_report_with_its_verdict_and_verify_result(
         assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'self'" in csp
         if verdict == "FAIL":
             assert re.search(r'<li class="bad">min_tokens: \d+ not &gt;= \d+', page)
+            assert f'<li class="signer">signed by {demo["signer"]}</li>' in page
+        else:
+            assert 'class="signer"' not in page
     report_page = api(task_path(demo["runs"]["dev"], "build_report"))
     assert report_page.status_code == 200 and 'data-verdict="FAIL"' in report_page.text
     # The UI leaves the placeholder in place for a task that is not mapped.

@@ -227,3 +227,17 @@ def test_the_key_never_reaches_an_error_message(keys, tmp_path: Path) -> None:
         load_signing_key(broken)
     body = "".join(pem.strip().splitlines()[1:-1])
     assert body not in str(raised.value) and body[:20] not in str(raised.value)
+
+
+def test_object_lock_covers_the_signature(
+    keys, seaweed, locked_bucket: str, s3_env, reports: Path, index_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, fingerprint = keys["nightly"]
+    monkeypatch.setenv("INVARLOCK_SIGNING_KEY_FILE", str(folder / "private.pem"))  # instead of --signing-key
+    code, stdout, stderr = cli("archive", str(reports / "quant8_balanced"), "--to", f"s3://{locked_bucket}/nightly",
+                               "--object-lock-days", "2", "--json")  # fmt: skip
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["signer"] == fingerprint
+    head = seaweed.client().head_object(Bucket=locked_bucket, Key=f"{result['bundle_key']}/{SIGNATURE_FILE}")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
