@@ -20,6 +20,7 @@ class Browser:
     def __init__(self, profile: Path) -> None:
         from websockets.sync.client import connect
 
+        self._closing = contextlib.ExitStack()  # the DevTools connection, closed by close()
         profile.mkdir(parents=True, exist_ok=True)
         arguments = [
             str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -42,7 +43,9 @@ class Browser:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
             page = next(t for t in json.load(response) if t["type"] == "page")
-        self.socket = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=20)
+        self.socket = self._closing.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=20)
+        )
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
         self.call("Page.enable")
@@ -83,7 +86,7 @@ class Browser:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.socket.close()
+            self._closing.close()
         self.process.terminate()
         try:
             self.process.wait(timeout=20)
