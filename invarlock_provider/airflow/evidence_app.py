@@ -103,7 +103,7 @@ def task_page(
 ) -> HTMLResponse:
     value = _task_value(session, dag_id, run_id, task_id, _map_index(map_index))
     files = f"{_root(request)}/task/{dag_id}/{run_id}/{task_id}/{map_index}/files"
-    return HTMLResponse(pages.task_page(value, files_link=files, root=_root(request)))
+    return HTMLResponse(pages.task_page(value, files_link=files))
 
 
 @router.get("/task/{dag_id}/{run_id}/{task_id}/{map_index}/files/{name:path}", dependencies=[TaskAccess])
@@ -157,7 +157,7 @@ def evidence_bundle_page(request: Request, user: GetUserDep, report: str, eviden
     source = _evidence_source(user)
     uri = pages.source_bundle_uri(source, report, evidence_id)
     files = f"{_root(request)}/evidence/{report}/{evidence_id}/files"
-    return HTMLResponse(pages.bundle_page(uri, source.conn_id, files_link=files, root=_root(request)))
+    return HTMLResponse(pages.bundle_page(uri, source.conn_id, files_link=files))
 
 
 @router.get("/evidence/{report}/{evidence_id}/files/{name:path}")

@@ -8,6 +8,7 @@ same way.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -89,21 +90,24 @@ def _with_banner(report_html: str | None, top: str, title: str) -> str:
     return page(title, top + "<p>This bundle has no evaluation.html.</p>")
 
 
-def bundle_page(uri: str, conn_id: str | None, *, files_link: str, root: str) -> str:
+def bundle_page(uri: str, conn_id: str | None, *, files_link: str) -> str:
+    """One fetch serves the verification and the page: the files are read from that copy."""
     from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
-    from invarlock_provider.storage.archive import verify_remote_bundle
+    from invarlock_provider.storage.archive import verify_fetched_bundle
     from invarlock_provider.storage.bundle import MANIFEST_FILE
     from invarlock_provider.storage.uri import join_key
 
     store, key = open_bundle_store(uri, conn_id)
     if store.head(join_key(key, MANIFEST_FILE)) is None:
         raise HTTPException(404, f"{uri}: no complete bundle here")
-    verification = verify_remote_bundle(store, key, uri)
-    evaluation = read_json(store, join_key(key, EVALUATION_FILE))
-    manifest = read_json(store, join_key(key, MANIFEST_FILE))
+    with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
+        folder = Path(scratch) / "bundle"
+        verification = verify_fetched_bundle(store, key, uri, folder)
+        evaluation = json.loads((folder / EVALUATION_FILE).read_text())
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        html = (folder / HTML_FILE).read_text() if (folder / HTML_FILE).is_file() else None
     names = [MANIFEST_FILE] + [entry["path"] for entry in manifest["files"]]
     files = [(name, f"{files_link}/{name}") for name in names]
-    html = store.read_bytes(join_key(key, HTML_FILE)).decode() if store.head(join_key(key, HTML_FILE)) else None
     return _with_banner(html, banner(evaluation, verification, uri, files), uri)
 
 
@@ -123,9 +127,9 @@ def reports_page(report_dir: str, conn_id: str | None, sha256: str | None) -> st
     return _with_banner(html, banner(evaluation, verification, report_dir, []), report_dir)
 
 
-def task_page(value: dict[str, Any], *, files_link: str, root: str) -> str:
+def task_page(value: dict[str, Any], *, files_link: str) -> str:
     if "bundle_uri" in value:
-        return bundle_page(value["bundle_uri"], value.get("conn_id"), files_link=files_link, root=root)
+        return bundle_page(value["bundle_uri"], value.get("conn_id"), files_link=files_link)
     if "report_dir" in value:
         return reports_page(value["report_dir"], value.get("conn_id"), value.get("evaluation_sha256"))
     if "run_id" in value and "report" in value:

@@ -344,15 +344,22 @@ def verify_bundle_folder(folder: Path, trust: Trust | None = None) -> Verificati
 
 def verify_remote_bundle(store: ObjectStore, base: str, display: str, trust: Trust | None = None) -> Verification:
     with tempfile.TemporaryDirectory(prefix="invarlock-verify-") as tmp:
-        folder = Path(tmp) / "bundle"
-        result = fetch_bundle(store, base, folder, strict=False)
-        files_match = result.ok  # the evaluation is only worth recomputing from the archived bytes
-        raw = (folder / MANIFEST_FILE).read_bytes()
-        manifest = parse_manifest(raw, display)
-        _check_signature(folder, raw, manifest, result, trust)
-        _check_identity(folder, manifest, result, base)
-        if files_match:
-            _merge_evaluation(folder, manifest, result)
+        return verify_fetched_bundle(store, base, display, Path(tmp) / "bundle", trust)
+
+
+def verify_fetched_bundle(
+    store: ObjectStore, base: str, display: str, folder: Path, trust: Trust | None = None
+) -> Verification:
+    """Fetch the bundle at ``base`` into ``folder`` (kept, for a caller that also shows its files)
+    and verify it there, its key included."""
+    result = fetch_bundle(store, base, folder, strict=False)
+    files_match = result.ok  # the evaluation is only worth recomputing from the archived bytes
+    raw = (folder / MANIFEST_FILE).read_bytes()
+    manifest = parse_manifest(raw, display)
+    _check_signature(folder, raw, manifest, result, trust)
+    _check_identity(folder, manifest, result, base)
+    if files_match:
+        _merge_evaluation(folder, manifest, result)
     result.path = display
     return result
 
