@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invarlock_provider.device_map_spec import check_batch_size, check_device_map, check_max_memory
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
@@ -39,6 +40,8 @@ class ModelConfig:
     tokenizer: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    device_map: str | None = field(default=None, metadata={"check": check_device_map})
+    max_memory: dict[str, Any] | None = field(default=None, metadata={"check": check_max_memory})
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = field(default=8, metadata={"min": 1})
+    batch_size: int | str = field(default=8, metadata={"check": check_batch_size})
     device: str = field(default="auto", metadata={"choices": DEVICES})
     dtype: str = field(default="auto", metadata={"choices": DTYPES})
 
@@ -88,8 +91,10 @@ class RunOverrides:
     edit: str | None = None
     device: str | None = None
     dtype: str | None = None
-    batch_size: int | None = None
+    batch_size: int | str | None = None
     seed: int | None = None
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
 
     def as_mapping(self) -> dict[str, Any]:
         mapping: dict[str, Any] = {}
@@ -99,6 +104,8 @@ class RunOverrides:
             ("eval", "device"): self.device,
             ("eval", "dtype"): self.dtype,
             ("eval", "batch_size"): self.batch_size,
+            ("model", "device_map"): self.device_map,
+            ("model", "max_memory"): self.max_memory,
         }
         for (section, key), value in pairs.items():
             if value is not None:
@@ -225,6 +232,7 @@ def _check_mapping(cls: type, data: Any, *, source: Path, prefix: str, require: 
 
 def _check_value(hint: Any, spec: dataclasses.Field, value: Any, *, source: Path, dotted: str, require: bool) -> Any:
     optional = False
+    members: list[Any] = [hint]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -235,15 +243,20 @@ def _check_value(hint: Any, spec: dataclasses.Field, value: Any, *, source: Path
         if optional:
             return None
         raise BadInputError(f"{source}: {dotted}: expected {_describe(hint)}, got null")
+    check = spec.metadata.get("check")
+    if len(members) > 1:
+        check(value, f"{source}: {dotted}")  # a field of several types is described by its check
+        return value
     if dataclasses.is_dataclass(hint):
         return _check_mapping(hint, value, source=source, prefix=f"{dotted}.", require=require)
     if origin is dict:
         if not isinstance(value, dict):
             raise BadInputError(f"{source}: {dotted}: expected a mapping, got {type(value).__name__}")
+        if check is not None:
+            check(value, f"{source}: {dotted}")
         return value
     if not _is_instance(value, hint):
         raise BadInputError(f"{source}: {dotted}: expected {_describe(hint)}, got {type(value).__name__} ({value!r})")
-    check = spec.metadata.get("check")
     if check is not None:
         check(value, f"{source}: {dotted}")
     choices = spec.metadata.get("choices")

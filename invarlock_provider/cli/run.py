@@ -13,6 +13,7 @@ import click
 from invarlock_provider.cli.errors import reports_errors
 from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
 from invarlock_provider.config import DEVICES, DTYPES, PROFILES, RunOverrides, load_preset
+from invarlock_provider.device_map_spec import check_device_map, parse_max_memory_options
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 
@@ -30,6 +31,8 @@ Examples:
   invarlock run --edit quant:bits=4,group=32 --out runs/quant4_g32
   invarlock run --edit prune:sparsity=0.5 --out runs/pruned50
   invarlock run --edit quant8 --out s3://work-bucket/work/runs/quant8
+  invarlock run --model /models/llama-70b --device-map auto --max-memory cuda:0=70GiB --max-memory cuda:1=70GiB
+  invarlock run --model /models/qwen3-int8-torchao --batch-size auto --out runs/qwen3_int8
 \b
 With an s3:// --out the run is scored in a private temporary folder, uploaded (report.json
 create-only, then events.jsonl), and only then named the newest run by runs/NAME/latest.json.
@@ -64,7 +67,27 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
 @click.option("--profile", type=click.Choice(PROFILES), default=None, help="Window-count profile.")
 @click.option("--device", type=click.Choice(DEVICES), default=None)
 @click.option("--dtype", type=click.Choice(DTYPES), default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--batch-size",
+    default=None,
+    metavar="N|auto",
+    help="Windows per forward pass; auto: the largest that fits (CUDA: probed, backing off on out-of-memory; "
+    "CPU: within a memory budget). Scores do not depend on it.",
+)
+@click.option(
+    "--device-map",
+    default=None,
+    metavar="auto|balanced|sequential|DEVICE",
+    help="Load the model straight onto its devices, split across GPUs (and CPU/disk with --max-memory) "
+    "through accelerate; overrides model.device_map.",
+)
+@click.option(
+    "--max-memory",
+    "max_memory",
+    multiple=True,
+    metavar="DEVICE=SIZE",
+    help="Per-device budget for --device-map, e.g. cuda:0=70GiB, cpu=200GiB, disk=1TiB (repeatable).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal outside CI].")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
@@ -85,7 +108,9 @@ def run_command(
     profile: str | None,
     device: str | None,
     dtype: str | None,
-    batch_size: int | None,
+    batch_size: str | None,
+    device_map: str | None,
+    max_memory: tuple[str, ...],
     seed: int | None,
     progress: bool | None,
     as_json: bool,
@@ -106,7 +131,18 @@ def run_command(
     location = work_location(out, s3_settings(endpoint_url, region, path_style)) if out else None
     if edit is not None:
         edit = parse_edit(edit).spec  # a bad parameter fails here, naming --edit, before anything loads
-    overrides = RunOverrides(model=model, edit=edit, device=device, dtype=dtype, batch_size=batch_size, seed=seed)
+    if device_map is not None:
+        check_device_map(device_map, "--device-map")
+    overrides = RunOverrides(
+        model=model,
+        edit=edit,
+        device=device,
+        dtype=dtype,
+        batch_size=_batch_size(batch_size),
+        seed=seed,
+        device_map=device_map,
+        max_memory=parse_max_memory_options(max_memory) if max_memory else None,
+    )
     resolved = load_preset(preset, profile=profile, overrides=overrides)
     location = location or Path("runs") / resolved.preset.name
     if progress is None:
@@ -132,6 +168,14 @@ def run_command(
         f"ppl final {summary['ppl_final']:.3f} (preview {summary['ppl_preview']:.3f}), "
         f"{summary['tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s"
     )
+
+
+def _batch_size(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise BadInputError(f"--batch-size: expected auto or an integer >= 1, got {value!r}")
 
 
 def _run_into_store(

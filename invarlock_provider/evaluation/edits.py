@@ -24,7 +24,9 @@ def apply_edit(model: Any, spec: str) -> dict[str, Any]:
     edit = parse_edit(spec, "edit")
     if edit.name == "noop":
         record: dict[str, Any] = {"params": {}, "modules_changed": []}
-    elif edit.name == "quant8":
+        return {"name": edit.name, "spec": edit.spec, **record}
+    _require_editable(model, edit.spec)
+    if edit.name == "quant8":
         record = _quantize(model, QUANT8_BITS, None)
     elif edit.name == "quant":
         record = _quantize(model, edit.params["bits"], edit.params.get("group"))
@@ -33,9 +35,27 @@ def apply_edit(model: Any, spec: str) -> dict[str, Any]:
     return {"name": edit.name, "spec": edit.spec, **record}
 
 
+def _require_editable(model: Any, spec: str) -> None:
+    """Edits rewrite weights in place: offloaded placeholders and packed quantized tensors have
+    no dense values to rewrite, so such a model is refused rather than edited partially."""
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.device.type == "meta":
+            raise BadInputError(
+                f"edit {spec}: {name} is offloaded (device map); edits need every weight in device memory, "
+                "so give the model enough max_memory or evaluate it with edit noop"
+            )
+        if type(tensor).__name__ not in ("Tensor", "Parameter"):
+            raise BadInputError(
+                f"edit {spec}: {name} is already quantized ({type(tensor).__name__}); evaluate a quantized "
+                "checkpoint as it is, with edit noop"
+            )
+
+
 def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
     import torch
     from transformers.pytorch_utils import Conv1D
+
+    from invarlock_provider.guards.spectral import block_weights
 
     output_embeddings = model.get_output_embeddings()
     changed: list[str] = []
@@ -55,6 +75,15 @@ def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
             max_abs_error = max(max_abs_error, (quantized - weight).abs().max().item())
             weight.copy_(quantized)
             changed.append(module_name)
+        for block in block_weights(model):
+            if block.expert is None:
+                continue
+            quantized = fake_quantize(block.weight, 0, bits, group)  # one expert: (out_features, in_features)
+            max_abs_error = max(max_abs_error, (quantized - block.weight).abs().max().item())
+            block.weight.copy_(quantized)
+            changed.append(block.name)
+    if not changed:
+        raise BadInputError(f"quant: no linear weight matrices found in {type(model).__name__}; nothing to quantize")
     return {
         "params": {
             "bits": bits,
@@ -62,7 +91,8 @@ def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
             "granularity": "per_output_channel" if group is None else f"groups of {group} input columns",
             "group": group,
             "rounding": "nearest",
-            "skipped": "output embeddings (lm head) and input embeddings",
+            "skipped": "output embeddings (lm head), input embeddings and mixture-of-experts routers",
+            "experts": "stacked expert tensors quantized per expert and output channel",
         },
         "modules_changed": changed,
         "max_abs_weight_error": max_abs_error,
@@ -72,11 +102,10 @@ def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
 def _prune(model: Any, sparsity: float) -> dict[str, Any]:
     import torch
 
-    from invarlock_provider.guards.spectral import block_weights
+    from invarlock_provider.guards.spectral import block_weights, require_block_weights
 
     blocks = block_weights(model)
-    if not blocks:
-        raise BadInputError("prune: no attention or MLP weight matrices found in this model")
+    require_block_weights(model, blocks, "prune")
     pruned = total = 0
     with torch.no_grad():
         for block in blocks:

@@ -16,6 +16,7 @@ from typing import Any
 from invarlock_provider.config import ModelConfig
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.evaluation.network import network_allowed
+from invarlock_provider.evaluation.placement import Placement
 from invarlock_provider.fileio import canonical_json
 from invarlock_provider.resources import is_embedded, resolve_embedded
 
@@ -28,6 +29,8 @@ class LoadedModel:
     tokenizer: Any
     source: str
     context_length: int | None
+    placement: Placement
+    quantization: str | None
 
 
 def resolve_model_source(reference: str) -> tuple[str, bool]:
@@ -43,35 +46,73 @@ def resolve_model_source(reference: str) -> tuple[str, bool]:
     return reference, False
 
 
-def load_model(config: ModelConfig, *, dtype: Any, device: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source, local = resolve_model_source(config.tokenizer or config.id)
+    offline = not network_allowed()
+    try:
+        return AutoTokenizer.from_pretrained(source, **_hub_options(config, offline))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(_load_failure("tokenizer", source, local, offline, exc)) from None
+
+
+def import_model_class(config: ModelConfig) -> tuple[Any, Any]:
+    """The checkpoint's config and its causal-LM class, imported now so the import is timed on its
+    own (transformers imports a family's modeling module on first use: seconds, not milliseconds)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     source, local = resolve_model_source(config.id)
-    tokenizer_source = source
-    if config.tokenizer:
-        tokenizer_source, _ = resolve_model_source(config.tokenizer)
     offline = not network_allowed()
-    common = {
-        "revision": config.revision,
-        "trust_remote_code": config.trust_remote_code,
-        "local_files_only": offline,
-    }
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
-    except (OSError, ValueError) as exc:
-        raise BadInputError(_load_failure("tokenizer", tokenizer_source, local, offline, exc)) from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **common)
+        model_config = AutoConfig.from_pretrained(source, **_hub_options(config, offline))
     except (OSError, ValueError) as exc:
         raise BadInputError(_load_failure("model", source, local, offline, exc)) from None
-    model.to(device)
+    mapping = AutoModelForCausalLM._model_mapping
+    model_class = mapping.get(type(model_config), AutoModelForCausalLM)
+    return model_config, model_class
+
+
+def load_model(
+    config: ModelConfig, tokenizer: Any, model_config: Any, model_class: Any, *, dtype: Any, placement: Placement
+) -> LoadedModel:
+    """Load straight onto the placement's devices; a quantized checkpoint's method is checked first."""
+    import torch
+
+    from invarlock_provider.evaluation.placement import check_fits
+    from invarlock_provider.evaluation.quantized import check_method_available, quantization_method
+
+    source, local = resolve_model_source(config.id)
+    offline = not network_allowed()
+    method = quantization_method(model_config)
+    if method is not None:
+        check_method_available(
+            method, source, cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0
+        )
+    try:
+        model = model_class.from_pretrained(
+            source,
+            config=model_config,
+            dtype=dtype,
+            **placement.from_pretrained_kwargs(),
+            **_hub_options(config, offline),
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        raise BadInputError(_load_failure("model", source, local, offline, exc)) from None
+    check_fits(model, placement)
     model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         source=source,
         context_length=context_length(model.config),
+        placement=placement,
+        quantization=method,
     )
+
+
+def _hub_options(config: ModelConfig, offline: bool) -> dict[str, Any]:
+    return {"revision": config.revision, "trust_remote_code": config.trust_remote_code, "local_files_only": offline}
 
 
 def _load_failure(what: str, source: str, local: bool, offline: bool, exc: Exception) -> str:
@@ -119,17 +160,3 @@ def tokenizer_hash(tokenizer: Any) -> str:
         "added_tokens": sorted(str(t) for t in tokenizer.get_added_vocab()),
     }
     return hashlib.sha256(canonical_json({"tokenizer": content, **special})).hexdigest()
-
-
-def weights_digest(model: Any) -> str:
-    """sha256 over every parameter and buffer: name, dtype, shape and raw bytes, in name order."""
-    import torch
-
-    digest = hashlib.sha256()
-    state = model.state_dict()
-    for name in sorted(state):
-        tensor = state[name].detach()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        flat = tensor.contiguous().cpu().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()

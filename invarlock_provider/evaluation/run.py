@@ -14,6 +14,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,61 +97,91 @@ def _evaluate(
     events: EventLog,
     show_progress: bool,
 ) -> dict[str, Any]:
-    network = apply_network_policy()
-    from invarlock_provider.evaluation import runtime
-    from invarlock_provider.evaluation.data import build_windows, load_corpus
-    from invarlock_provider.evaluation.edits import apply_edit
-    from invarlock_provider.evaluation.model import (
-        check_compatible,
-        load_model,
-        tokenizer_hash,
-        weights_digest,
-    )
-    from invarlock_provider.evaluation.scoring import WindowScorer, keep_freed_memory_mapped
-
+    """Timed phase by phase (meta.timings); the corpus is tokenized and windowed on a second thread
+    while the model loads, so the first window is scored as soon as the guards have run."""
     preset = resolved.preset
     timings: dict[str, float] = {}
     wall_begin = time.perf_counter()
+    network = apply_network_policy()
+    with _timed(timings, "imports_s"):
+        import torch  # noqa: F401  (the import is the cost being timed)
+        import transformers  # noqa: F401
 
-    with _timed(timings, "load_s"):
+        from invarlock_provider.evaluation import runtime
+        from invarlock_provider.evaluation.batching import choose_batch_size
+        from invarlock_provider.evaluation.edits import apply_edit
+        from invarlock_provider.evaluation.model import (
+            check_compatible,
+            import_model_class,
+            load_model,
+            load_tokenizer,
+            tokenizer_hash,
+        )
+        from invarlock_provider.evaluation.placement import describe_device_map, input_device_of, plan_placement
+        from invarlock_provider.evaluation.quantized import describe_quantization
+        from invarlock_provider.evaluation.scoring import WindowScorer, keep_freed_memory_mapped
+        from invarlock_provider.evaluation.tensors import DIGEST_METHOD, weights_digest
+
+    with _timed(timings, "setup_s"):
         seeds = runtime.seed_everything(preset.seed)
         device = runtime.resolve_device(preset.eval.device)
         dtype_name = runtime.resolve_dtype(preset.eval.dtype, device)
         determinism = runtime.configure_determinism(device)
+        cpu = runtime.cpu_profile()
         _quiet_transformers()
-        loaded = load_model(preset.model, dtype=runtime.torch_dtype(dtype_name), device=device)
-        check_compatible(loaded, preset.dataset.seq_len)
-        model_params = sum(p.numel() for p in loaded.model.parameters())
-        tok_hash = tokenizer_hash(loaded.tokenizer)
-    events.emit(
-        "load",
-        "model_loaded",
-        model=preset.model.id,
-        source=loaded.source,
-        device=device,
-        dtype=dtype_name,
-        parameters=model_params,
-        network_allowed=network,
-        seconds=timings["load_s"],
-    )
+        placement = plan_placement(preset.model.device_map, preset.model.max_memory, device)
+    matmul_rates = _warn_on_slow_bf16(runtime, cpu, dtype_name, placement.input_device, events)
 
-    with _timed(timings, "edit_s"):
-        loaded_digest = weights_digest(loaded.model) if preset.edit.name != "noop" else None
-        edit_record = apply_edit(loaded.model, preset.edit.name)
+    with _timed(timings, "tokenizer_s"):
+        tokenizer = load_tokenizer(preset.model)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="invarlock-windows") as windowing:
+        pending_windows = windowing.submit(_select_windows, preset, tokenizer)
+        with _timed(timings, "model_import_s"):
+            model_config, model_class = import_model_class(preset.model)
+        with _timed(timings, "model_load_s"):
+            loaded = load_model(
+                preset.model, tokenizer, model_config, model_class,
+                dtype=runtime.torch_dtype(dtype_name), placement=placement,
+            )  # fmt: skip
+            check_compatible(loaded, preset.dataset.seq_len)
+            model_params = sum(p.numel() for p in loaded.model.parameters())
+            tok_hash = tokenizer_hash(loaded.tokenizer)
+        timings["load_s"] = round(sum(timings[k] for k in ("tokenizer_s", "model_import_s", "model_load_s")), 4)
+        input_device = input_device_of(loaded.model, placement.input_device)
+        device_map = describe_device_map(loaded.model, placement) if placement.split else None
+        events.emit(
+            "load",
+            "model_loaded",
+            model=preset.model.id,
+            source=loaded.source,
+            device=device,
+            device_map=preset.model.device_map,
+            dtype=dtype_name,
+            quantization=loaded.quantization,
+            parameters=model_params,
+            network_allowed=network,
+            seconds=timings["load_s"],
+        )
+
+        with _timed(timings, "digest_s"):
+            loaded_digest = weights_digest(loaded.model) if preset.edit.name != "noop" else None
+        with _timed(timings, "edit_s"):
+            edit_record = apply_edit(loaded.model, preset.edit.name)
+        digest_begin = time.perf_counter()
         evaluated_digest = weights_digest(loaded.model)
-    events.emit(
-        "edit",
-        "edit_applied",
-        edit=preset.edit.name,
-        modules_changed=len(edit_record["modules_changed"]),
-        seconds=timings["edit_s"],
-    )
+        timings["digest_s"] = round(timings["digest_s"] + time.perf_counter() - digest_begin, 4)
+        events.emit(
+            "edit",
+            "edit_applied",
+            edit=preset.edit.name,
+            modules_changed=len(edit_record["modules_changed"]),
+            seconds=timings["edit_s"],
+        )
 
-    guards = _measure_guards(loaded, timings, events)
+        guards = _measure_guards(loaded, timings, events)
 
-    with _timed(timings, "windows_s"):
-        corpus = load_corpus(preset.dataset)
-        windows = build_windows(corpus, loaded.tokenizer, preset.dataset, preset.seed)
+        with _timed(timings, "windows_wait_s"):
+            corpus, windows, timings["windows_s"] = pending_windows.result()
     events.emit(
         "windows",
         "windows_selected",
@@ -162,8 +193,11 @@ def _evaluate(
         seconds=timings["windows_s"],
     )
 
-    scorer = WindowScorer(loaded.model, batch_size=preset.eval.batch_size, device=device, dtype_name=dtype_name)
-    allocator_tuned = keep_freed_memory_mapped() if device == "cpu" else False
+    scorer = WindowScorer(loaded.model, batch_size=1, device=input_device, dtype_name=dtype_name)
+    allocator_tuned = keep_freed_memory_mapped() if input_device == "cpu" else False
+    batch = choose_batch_size(preset.eval.batch_size, scorer, windows.preview, input_device)
+    scorer.batch_size = batch.batch_size
+    timings["batch_probe_s"] = round(batch.probe_s, 4)
     total_windows = len(windows.preview) + len(windows.final)
     with (
         _progress_bar(total_windows, show_progress) as advance,
@@ -181,9 +215,12 @@ def _evaluate(
         tokens=processed_tokens,
         tokens_per_s=tokens_per_s,
         strategy=scorer.plan.strategy,
+        batch_size=scorer.batch_size,
         seconds=timings["score_s"],
     )
+    timings["imports_total_s"] = round(timings["imports_s"] + timings["model_import_s"], 4)
     timings["total_s"] = round(time.perf_counter() - wall_begin, 4)
+    timings["process_s"] = _process_age()
     guard_overhead = timings["guards_s"] / timings["score_s"] if timings["score_s"] > 0 else None
 
     def split_block(ids: tuple[int, ...], split: str, scores: Any) -> dict[str, Any]:
@@ -213,6 +250,9 @@ def _evaluate(
             "context_length": loaded.context_length,
             "weights_digest": evaluated_digest,
             "weights_digest_before_edit": loaded_digest or evaluated_digest,
+            "weights_digest_method": DIGEST_METHOD,
+            "device_map": device_map,
+            "quantization": _plain(describe_quantization(loaded.model, loaded.quantization)),
             "adapter": ADAPTER,
             "device": device,
             "dtype": dtype_name,
@@ -222,8 +262,18 @@ def _evaluate(
             "determinism": determinism,
             "network_allowed": network,
             "versions": _versions(),
-            "host": {"platform": platform.platform(), "cpu_threads": _torch_threads()},
-            "scoring": {**scorer.plan.__dict__, "cpu_allocator_tuned": allocator_tuned},
+            "host": {
+                "platform": platform.platform(),
+                "cpu_threads": _torch_threads(),
+                "cpu": cpu.as_record(),
+                "matmul_gflops": matmul_rates,
+            },
+            "scoring": {
+                **scorer.plan.__dict__,
+                "input_device": input_device,
+                "batch": batch.as_record(),
+                "cpu_allocator_tuned": allocator_tuned,
+            },
             "timings": timings,
         },
         "data": {
@@ -260,6 +310,46 @@ def _evaluate(
         "edit": edit_record,
         "guards": guards,
     }
+
+
+def _select_windows(preset: Any, tokenizer: Any) -> tuple[Any, Any, float]:
+    from invarlock_provider.evaluation.data import build_windows, load_corpus
+
+    begin = time.perf_counter()
+    corpus = load_corpus(preset.dataset)
+    windows = build_windows(corpus, tokenizer, preset.dataset, preset.seed)
+    return corpus, windows, round(time.perf_counter() - begin, 4)
+
+
+def _warn_on_slow_bf16(
+    runtime: Any, cpu: Any, dtype_name: str, device: str, events: EventLog
+) -> dict[str, float] | None:
+    """bf16 on a CPU without native bf16 can be many times slower than fp32: measure, warn once."""
+    if dtype_name != "bfloat16" or device != "cpu":
+        return None
+    rates = runtime.matmul_rates()
+    warning = runtime.slow_bf16_warning(rates, cpu)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+        events.emit("load", "slow_bf16", level="warning", message=warning, gflops=rates, cpu=cpu.model)
+    return rates
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (interpreter start-up and CLI imports included)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (quantization configs may hold enums and config objects)."""
+    import json
+
+    return json.loads(json.dumps(value, default=str)) if value is not None else None
 
 
 def _measure_guards(loaded: Any, timings: dict[str, float], events: EventLog) -> list[dict[str, Any]]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,14 @@ from invarlock_provider.errors import BadInputError
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
+_CPUINFO = Path("/proc/cpuinfo")
+VECTOR_EXTENSIONS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "asimd", "sve", "bf16",
+)  # fmt: skip
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")
+RATE_PROBE_SHAPE = 256
+RATE_PROBE_SECONDS = 0.05
 
 
 def resolve_device(requested: str) -> str:
@@ -76,7 +87,12 @@ def configure_determinism(device: str) -> dict[str, Any]:
         torch.backends.cudnn.deterministic = True
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms also imports torch._inductor (2.5 s in torch 2.13) only to
+    # set its flag; the engine never compiles, so the flag is set where it is already loaded.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    inductor_config = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = True
     torch.set_float32_matmul_precision("highest")
     return {
         "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
@@ -138,3 +154,65 @@ def _read_status_bytes(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    model: str
+    vector_extensions: tuple[str, ...]
+
+    @property
+    def native_bf16(self) -> bool:
+        return any(flag in self.vector_extensions for flag in NATIVE_BF16)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"model": self.model, "vector_extensions": list(self.vector_extensions), "native_bf16": self.native_bf16}
+
+
+def cpu_profile() -> CpuProfile:
+    """The CPU model and the vector extensions that decide matmul speed (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = _CPUINFO.read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "CPU part") and model in ("", platform.machine(), platform.processor()):
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return CpuProfile(model=model, vector_extensions=tuple(f for f in VECTOR_EXTENSIONS if f in flags))
+
+
+def matmul_rates(size: int = RATE_PROBE_SHAPE, seconds: float = RATE_PROBE_SECONDS) -> dict[str, float]:
+    """GFLOP/s of a square fp32 and bf16 CPU matmul, best of repeats within ``seconds`` each."""
+    import torch
+
+    rates = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
+        a @ b
+        best, deadline = 0.0, time.perf_counter() + seconds
+        while True:
+            begin = time.perf_counter()
+            a @ b
+            best = max(best, 2 * size**3 / (time.perf_counter() - begin) / 1e9)
+            if time.perf_counter() >= deadline:
+                break
+        rates[name] = round(best, 2)
+    return rates
+
+
+def slow_bf16_warning(rates: dict[str, float], cpu: CpuProfile) -> str | None:
+    """A one-line warning when bf16 matmuls are slower than fp32 on this CPU, else None."""
+    if rates["bfloat16"] >= rates["float32"]:
+        return None
+    return (
+        f"--dtype bfloat16 on this CPU ({cpu.model}; no native bf16: "
+        f"{'yes' if cpu.native_bf16 else 'none of ' + ', '.join(NATIVE_BF16)}) runs matmuls at "
+        f"{rates['bfloat16']:.1f} GFLOP/s against {rates['float32']:.1f} for float32; "
+        "expect a much slower run, or use --dtype float32"
+    )

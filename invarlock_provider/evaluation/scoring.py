@@ -98,6 +98,7 @@ def fuse_activations(model: Any) -> int:
 
 class WindowScorer:
     def __init__(self, model: Any, *, batch_size: int, device: Any, dtype_name: str) -> None:
+        """``device`` is where token ids go in: the input embedding's device when the model is split."""
         self.model = model
         self.batch_size = batch_size
         self.device = device
@@ -126,6 +127,8 @@ class WindowScorer:
 
         if self.body is None or self.body is self.model or not isinstance(self.head, torch.nn.Linear):
             return False
+        if self.head.weight.device.type == "meta" or type(self.head.weight).__name__ not in ("Tensor", "Parameter"):
+            return False  # an offloaded or quantized head is applied by its own module, in the forward
         config = self.model.config
         text_config = getattr(config, "get_text_config", lambda: config)()
         return not any(getattr(text_config, key, None) for key in _UNSPLITTABLE_CONFIG_KEYS)
@@ -159,14 +162,33 @@ class WindowScorer:
                     progress(len(batch))
         return WindowScores(logloss=losses, token_counts=[ids.shape[1] - 1] * len(ids))
 
+    def probe(self, windows: Any) -> None:
+        """Score ``windows`` as one batch and discard the result: auto batch sizing measures this."""
+        import torch
+
+        batch = torch.as_tensor(windows, dtype=torch.long).to(self.device)
+        with torch.inference_mode():
+            self._batch_nll_sums(batch) if self.split else self._forward_nll_sums(batch)
+
+    def activation_estimate(self, seq_len: int) -> int:
+        """Bytes one window's activations take at the widest point of one decoder layer."""
+        config = self.model.config
+        text_config = getattr(config, "get_text_config", lambda: config)()
+        hidden = getattr(text_config, "hidden_size", None) or getattr(text_config, "n_embd", 1024)
+        inner = getattr(text_config, "intermediate_size", None) or getattr(text_config, "n_inner", None) or 4 * hidden
+        heads = getattr(text_config, "num_attention_heads", None) or getattr(text_config, "n_head", 16)
+        element = 2 if self.dtype_name in ("bfloat16", "float16") else 4
+        return seq_len * (8 * hidden + 3 * inner) * element + heads * seq_len * seq_len * 4
+
     def _batch_nll_sums(self, batch: Any) -> Any:
         import torch
 
-        hidden = self.body(input_ids=batch).last_hidden_state
-        targets = batch[:, 1:]
-        accumulate = torch.float32 if batch.device.type == "mps" else torch.float64
-        sums = torch.zeros(batch.shape[0], dtype=accumulate, device=batch.device)
         weight, bias = self.head.weight, self.head.bias
+        # A split model's body ends wherever its last layer lives; the head may live elsewhere.
+        hidden = self.body(input_ids=batch).last_hidden_state.to(weight.device)
+        targets = batch[:, 1:].to(weight.device)
+        accumulate = torch.float32 if weight.device.type == "mps" else torch.float64
+        sums = torch.zeros(batch.shape[0], dtype=accumulate, device=weight.device)
         positions = batch.shape[1] - 1
         for row in range(batch.shape[0]):
             for begin in range(0, positions, self.head_chunk):
@@ -191,8 +213,8 @@ class WindowScorer:
         sums = []
         for row in batch:
             logits = self.model(input_ids=row[None]).logits[0, :-1].float()
-            sums.append(torch.nn.functional.cross_entropy(logits, row[1:], reduction="sum"))
-        return torch.stack(sums)
+            sums.append(torch.nn.functional.cross_entropy(logits, row[1:].to(logits.device), reduction="sum"))
+        return torch.stack(sums).to(batch.device)
 
     def _buffer(self, key: str, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
         import torch

@@ -26,22 +26,29 @@ def structure_hash(model: Any) -> str:
 
 
 def non_finite_tensors(model: Any) -> list[dict[str, Any]]:
+    """Offloaded tensors are read back; a quantized tensor is checked part by part (its scales)."""
     import torch
 
+    from invarlock_provider.evaluation.tensors import named_state, packed_parts
+
     found = []
-    tensors = [*model.named_parameters(), *model.named_buffers()]
     with torch.no_grad():
-        for name, tensor in tensors:
-            if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
-                continue
-            found.append({"name": name, "nan": int(torch.isnan(tensor).sum()), "inf": int(torch.isinf(tensor).sum())})
+        for name, value in named_state(model):
+            for suffix, tensor in packed_parts(value):
+                if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+                    continue
+                nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+                found.append({"name": name + suffix, "nan": nan, "inf": inf})
     return found
 
 
 def tie_state(model: Any) -> dict[str, Any]:
     inputs = model.get_input_embeddings()
     outputs = model.get_output_embeddings()
-    tied = outputs is not None and outputs.weight.data_ptr() == inputs.weight.data_ptr()
+    # Offloaded weights are meta placeholders with no storage: only identity shows a tie there.
+    tied = outputs is not None and (
+        outputs.weight is inputs.weight or 0 != outputs.weight.data_ptr() == inputs.weight.data_ptr()
+    )
     configured = getattr(getattr(model, "config", None), "tie_word_embeddings", None)
     return {"configured": configured, "tied": tied}
 

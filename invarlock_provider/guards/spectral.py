@@ -17,10 +17,11 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from invarlock_provider.errors import BadInputError
 from invarlock_provider.guards.record import SPECTRAL, guard_record
 
 ATTENTION = "attention"
@@ -35,17 +36,21 @@ START_SEED = 20240101
 
 _FAMILY_PATTERNS = (
     (ATTENTION, re.compile(r"(^|\.)(attn|attention|self_attn|self_attention|cross_attn|crossattention)(\.|$)")),
-    (MLP, re.compile(r"(^|\.)(mlp|feed_forward|feedforward|ffn|ff|block_sparse_moe|experts)(\.|$)")),
+    (MLP, re.compile(r"(^|\.)(mlp|feed_forward|feedforward|ffn|ff|block_sparse_moe|experts|fc1|fc2)(\.|$)")),
 )
 _LAYER = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
 
 
 @dataclass(frozen=True)
 class BlockWeight:
+    """One weight matrix: a 2-D parameter, or one expert's slice of a stacked (experts, out, in) one."""
+
     name: str
     family: str
     layer: int | None
     weight: Any
+    tensor_name: str
+    expert: int | None = None
 
 
 def family_of(module_name: str) -> str | None:
@@ -56,20 +61,70 @@ def family_of(module_name: str) -> str | None:
 
 
 def block_weights(model: Any) -> list[BlockWeight]:
-    """2-D weights of modules inside attention and MLP blocks (embeddings and the LM head excluded)."""
+    """Weight matrices inside attention and MLP blocks (embeddings and the LM head excluded).
+
+    A 2-D ``weight`` keeps its module's name (``...attn.c_attn``); mixture-of-experts layers that
+    stack every expert in one 3-D parameter (``...mlp.experts.gate_up_proj``) give one matrix
+    per expert (``...gate_up_proj[3]``), laid out (out_features, in_features) as they are applied.
+    """
     import torch
 
+    head = getattr(model, "get_output_embeddings", lambda: None)()
     found = []
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or isinstance(module, torch.nn.Embedding):
+    for module_name, module in model.named_modules():
+        if module is head or isinstance(module, torch.nn.Embedding):
             continue
-        family = family_of(name)
-        if family is None:
-            continue
-        layer = _LAYER.search(name)
-        found.append(BlockWeight(name, family, int(layer.group(1)) if layer else None, weight))
+        for param_name, param in module.named_parameters(recurse=False):
+            if param.ndim not in (2, 3):
+                continue
+            tensor_name = f"{module_name}.{param_name}" if module_name else param_name
+            family = family_of(tensor_name)
+            if family is None:
+                continue
+            match = _LAYER.search(tensor_name)
+            layer = int(match.group(1)) if match else None
+            if param.ndim == 2:
+                name = module_name if param_name == "weight" else tensor_name
+                found.append(BlockWeight(name, family, layer, param, tensor_name))
+                continue
+            for expert in range(param.shape[0]):
+                found.append(BlockWeight(f"{tensor_name}[{expert}]", family, layer, param[expert], tensor_name, expert))
     return found
+
+
+def missing_families(blocks: Sequence[BlockWeight]) -> list[str]:
+    present = {block.family for block in blocks}
+    return [family for family in FAMILIES if family not in present]
+
+
+def require_block_weights(model: Any, blocks: Sequence[BlockWeight], what: str) -> None:
+    """A model whose attention or MLP matrices are not found by name is refused, never passed."""
+    missing = missing_families(blocks)
+    if missing:
+        raise BadInputError(
+            f"{what}: no {' or '.join(missing)} weight matrices found by module name in "
+            f"{type(model).__name__}; this family is not supported yet (see docs/models.md)"
+        )
+
+
+def dense_matrix(model: Any, block: BlockWeight) -> Any:
+    """The matrix the forward pass computes with: offloaded values read back, quantized ones dequantized."""
+    from invarlock_provider.evaluation.tensors import offloaded_value
+
+    weight = block.weight
+    if weight.device.type == "meta":
+        weight = offloaded_value(model, block.tensor_name)
+        if block.expert is not None:
+            weight = weight[block.expert]
+    if type(weight).__name__ not in ("Tensor", "Parameter"):
+        dequantize = getattr(weight, "dequantize", None)
+        if dequantize is None:
+            raise BadInputError(
+                f"spectral guard: {block.name} is a {type(weight).__name__} with no dequantize(); "
+                "this quantization format is not supported"
+            )
+        weight = dequantize()
+    return weight
 
 
 @dataclass(frozen=True)
@@ -79,22 +134,30 @@ class SpectralEstimate:
     max_relative_change: float
 
 
-def largest_singular_values(weights: Sequence[Any], *, rank: int = RANK) -> SpectralEstimate:
-    """Top singular value of each matrix, batched over matrices of the same shape."""
+def largest_singular_values(
+    weights: Sequence[Any], *, rank: int = RANK, load: Callable[[int], Any] | None = None
+) -> SpectralEstimate:
+    """Top singular value of each matrix, batched over matrices of one shape on one device.
+
+    ``load(i)`` gives matrix i's values when ``weights[i]`` is only its placeholder (offloaded or
+    quantized); matrices are loaded chunk by chunk, so at most one chunk is dense at a time.
+    """
     import torch
 
+    load = load or weights.__getitem__
     sigmas: list[float] = [0.0] * len(weights)
-    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+    groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
     for index, weight in enumerate(weights):
         rows, cols = weight.shape
-        by_shape[(max(rows, cols), min(rows, cols))].append(index)
+        device = "cpu" if weight.device.type == "meta" else str(weight.device)
+        groups[(max(rows, cols), min(rows, cols), device)].append(index)
     iterations, worst_change = 0, 0.0
     with torch.no_grad():
-        for (large, small), indices in by_shape.items():
+        for (large, small, device), indices in groups.items():
             per_chunk = max(1, CHUNK_BYTES // ((large + 3 * small) * small * 4))
             for start in range(0, len(indices), per_chunk):
                 chunk = indices[start : start + per_chunk]
-                stacked = torch.stack([_oriented(weights[i], small).float() for i in chunk])
+                stacked = torch.stack([_oriented(load(i), small).float().to(device) for i in chunk])
                 values, steps, change = _top_eigenvalue_of_gram(stacked, min(rank, small))
                 for index, value in zip(chunk, values.tolist(), strict=True):
                     sigmas[index] = value
@@ -137,7 +200,9 @@ def measure_spectral(model: Any) -> dict[str, Any]:
     """The spectral guard record for report.json; seconds are included so overhead is visible."""
     begin = time.perf_counter()
     found = block_weights(model)
-    estimate = largest_singular_values([b.weight for b in found])
+    require_block_weights(model, found, "spectral guard")
+    estimate = largest_singular_values([b.weight for b in found], load=lambda i: dense_matrix(model, found[i]))
+    quantized = sum(1 for b in found if type(b.weight).__name__ not in ("Tensor", "Parameter"))
     modules = [
         {
             "name": b.name,
@@ -148,14 +213,14 @@ def measure_spectral(model: Any) -> dict[str, Any]:
         }
         for b, sigma in zip(found, estimate.sigmas, strict=True)
     ]
-    violations = []
-    if not modules:
-        violations.append("no attention or MLP weight matrices found by module name; spectral guard cannot run")
+    violations: list[str] = []
     metrics = {
         "method": f"block subspace iteration on W^T W, rank {RANK}, Rayleigh-Ritz, fp32",
         "iterations": estimate.iterations,
         "max_relative_change": estimate.max_relative_change,
         "families": {family: sum(1 for m in modules if m["family"] == family) for family in FAMILIES},
+        "quantized_matrices": quantized,
+        "quantized_handling": "measured dequantized (the values the forward pass multiplies by)",
         "modules": modules,
         "seconds": round(time.perf_counter() - begin, 4),
     }

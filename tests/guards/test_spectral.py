@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from invarlock_provider.errors import BadInputError
 from invarlock_provider.guards.spectral import (
     CHUNK_BYTES,
     block_weights,
@@ -107,8 +108,7 @@ def test_family_by_module_name(name: str, family: str | None) -> None:
     assert family_of(name) == family
 
 
-def test_a_model_without_recognisable_blocks_is_a_violation() -> None:
+def test_a_model_without_recognisable_blocks_is_refused() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    record = measure_spectral(model)
-    assert not record["passed"]
-    assert "no attention or MLP weight matrices" in record["violations"][0]
+    with pytest.raises(BadInputError, match=r"no attention or mlp weight matrices found by module name in Sequential"):
+        measure_spectral(model)
