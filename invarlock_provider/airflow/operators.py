@@ -102,6 +102,7 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
         "profile",
         "device",
         "dtype",
+        "device_map",
         "conn_id",
     )
     operator_extra_links = (EvidenceLink(),)
@@ -118,8 +119,10 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
         profile: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
-        batch_size: int | None = None,
+        batch_size: int | str | None = None,
         seed: int | None = None,
+        device_map: str | None = None,
+        max_memory: dict[str, str] | None = None,
         in_subprocess: bool = True,
         conn_id: str | None = None,
         **kwargs: Any,
@@ -136,6 +139,8 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
         self.dtype = dtype
         self.batch_size = batch_size
         self.seed = seed
+        self.device_map = device_map
+        self.max_memory = dict(max_memory or {})
         self.in_subprocess = in_subprocess
 
     def _arguments(self, out: str, run_dir_name: str, context: Any) -> list[str]:
@@ -149,9 +154,12 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
             ("--dtype", self.dtype),
             ("--batch-size", self.batch_size),
             ("--seed", self.seed),
+            ("--device-map", self.device_map),
         ):
             if value not in (None, ""):
                 args += [flag, str(value)]
+        for device, size in self.max_memory.items():
+            args += ["--max-memory", f"{device}={size}"]
         ti = context["ti"]
         for key, value in (
             ("airflow_dag_id", ti.dag_id),

@@ -103,6 +103,22 @@ def test_a_missing_connection_is_named(workdir: Path, tmp_path: Path) -> None:
         archive.execute(context("manual__1", "archive"))
 
 
+def test_device_map_and_auto_batch_reach_the_run(workdir: Path) -> None:
+    operator = RunEvaluationOperator(
+        task_id="evaluate",
+        run_name="mapped",
+        profile="dev",
+        batch_size="auto",
+        device_map="sequential",
+        max_memory={"cpu": "4GiB"},
+        output_root=str(workdir / "runs"),
+    )
+    result = operator.execute(context("manual__1", "evaluate"))
+    meta = json.loads(Path(result["report"].removeprefix("file:")).read_text())["meta"]
+    assert meta["device_map"]["requested"] == "sequential" and meta["device_map"]["max_memory"] == {"cpu": 4 * 2**30}
+    assert meta["scoring"]["batch"]["requested"] == "auto"
+
+
 def test_a_failed_evaluation_fails_the_task_and_writes_no_report(workdir: Path) -> None:
     from airflow.sdk.exceptions import AirflowException
 
