@@ -1,7 +1,7 @@
 """Write docs/models.md's supported-family table from the test matrix's list (tests/evaluation/families.py).
 
-    python scripts/models_table.py          # rewrite the table in place
-    python scripts/models_table.py --check  # exit 1 if the table is out of date (CI runs this as a test)
+python scripts/models_table.py          # rewrite the table in place
+python scripts/models_table.py --check  # exit 1 if the table is out of date (CI runs this as a test)
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ def render() -> str:
     ]
     for family in FAMILIES:
         rows.append(
-            f"| {family.name} | `{family.config_class}` | {family.strategy} | {family.notes or ''} | "
-            f"{family.example} |"
+            f"| {family.name} | `{family.config_class}` | {family.strategy} | {family.notes or ''} | {family.example} |"
         )
     return "\n".join([BEGIN, *rows, END])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -43,7 +44,13 @@ def main() -> int:
         (ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""), str(ti.state))
         for ti in dag_run.get_task_instances()
     )
-    print(f"DAG run {dag_run.run_id}: {dag_run.state}")
+    elapsed = (dag_run.end_date - dag_run.start_date).total_seconds() if dag_run.end_date else float("nan")
+    scoring = sum(
+        json.loads((runs / name / "report.json").read_text())["meta"]["timings"]["score_s"]
+        for name in run_folders(runs) - runs_before
+        if (runs / name / "report.json").is_file()
+    )
+    print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.1f} s ({scoring:.1f} s of it scoring windows)")
     for task, state in states:
         print(f"  {task:<22} {state}")
     if str(dag_run.state) != "success":

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_family_table_matches_the_tested_families() -> None:
     result = subprocess.run(
-        [sys.executable, "scripts/models_table.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "scripts/models_table.py", "--check"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     from tests.evaluation.families import FAMILIES

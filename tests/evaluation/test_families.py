@@ -36,7 +36,9 @@ def family_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     root = tmp_path_factory.mktemp(family.name.replace(" ", "_"))
     model_dir = save_family_model(family, root / "model", tiny_model_dir)
     reports = {
-        name: execute_run(load_preset(None, overrides=RunOverrides(model=str(model_dir), edit=edit)), root / name).report
+        name: execute_run(
+            load_preset(None, overrides=RunOverrides(model=str(model_dir), edit=edit)), root / name
+        ).report
         for name, edit in (("baseline", "noop"), ("noop", "noop"), ("quant8", "quant8"))
     }
     return family, model_dir, reports, root
@@ -56,7 +58,7 @@ def test_guards_find_attention_and_mlp_matrices_in_every_layer(family_runs) -> N
 
 
 def test_quant8_rewrites_every_block_matrix(family_runs) -> None:
-    family, _, reports, _ = family_runs
+    _, _, reports, _ = family_runs
     edit = reports["quant8"]["edit"]
     spectral = next(g for g in reports["baseline"]["guards"] if g["name"] == "spectral")
     # MoE routers (``mlp.gate``, not a Linear) keep full precision: routing is not weight-only deployable.
@@ -95,14 +97,23 @@ def test_engine_nll_equals_a_plain_transformers_forward(family_runs, corpus_path
 
 
 def test_noop_against_its_baseline_passes(family_runs) -> None:
-    _, _, reports, root = family_runs
+    *_, root = family_runs
     output = root / "reports" / "noop"
     result = CliRunner().invoke(
         main,
-        ["report", "--run", str(root / "noop" / "report.json"), "--baseline", str(root / "baseline" / "report.json"),
-         "--format", "report", "--output", str(output)],
+        [
+            "report",
+            "--run",
+            str(root / "noop" / "report.json"),
+            "--baseline",
+            str(root / "baseline" / "report.json"),
+            "--format",
+            "report",
+            "--output",
+            str(output),
+        ],
         catch_exceptions=False,
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     evaluation = json.loads((output / "evaluation.report.json").read_text())
     assert evaluation["verdict"] == "PASS", evaluation["reasons"]

@@ -26,10 +26,18 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 
     torch.manual_seed(7)
     config = LlamaConfig(
-        vocab_size=4096, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=0, eos_token_id=0,
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
         tie_word_embeddings=False,
-    )  # fmt: skip
+    )
     target = tmp_path_factory.mktemp("llama") / "model"
     LlamaForCausalLM(config).save_pretrained(target)
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -70,7 +78,10 @@ def test_disk_offload_scores_equal_in_memory_scores(llama_dir: Path, in_memory: 
         assert max(abs(a - b) for a, b in pairs) < 1e-5
     assert offloaded["meta"]["weights_digest"] == in_memory["meta"]["weights_digest"]
     sigmas = {
-        report_id: {m["name"]: m["sigma_max"] for m in next(g for g in r["guards"] if g["name"] == "spectral")["metrics"]["modules"]}
+        report_id: {
+            m["name"]: m["sigma_max"]
+            for m in next(g for g in r["guards"] if g["name"] == "spectral")["metrics"]["modules"]
+        }
         for report_id, r in (("off", offloaded), ("mem", in_memory))
     }
     assert sigmas["off"].keys() == sigmas["mem"].keys() and len(sigmas["off"]) == 4 * 7
@@ -92,15 +103,24 @@ def test_auto_batch_size_is_recorded_and_scores_equal_batch_one(llama_dir: Path,
     assert batch["per_window_bytes"] > 0 and batch["budget_bytes"] > 0
     assert batch["chosen"] == min(32, batch["budget_bytes"] // batch["per_window_bytes"])  # 32 windows per split
     assert single["meta"]["scoring"]["batch"] == {
-        "requested": 1, "chosen": 1, "method": "fixed", "probe_s": 0.0, "per_window_bytes": None,
-        "budget_bytes": None, "tried": [],
-    }  # fmt: skip
+        "requested": 1,
+        "chosen": 1,
+        "method": "fixed",
+        "probe_s": 0.0,
+        "per_window_bytes": None,
+        "budget_bytes": None,
+        "tried": [],
+    }
     for split in ("preview", "final"):
-        pairs = zip(auto["evaluation_windows"][split]["logloss"], single["evaluation_windows"][split]["logloss"], strict=True)
+        pairs = zip(
+            auto["evaluation_windows"][split]["logloss"], single["evaluation_windows"][split]["logloss"], strict=True
+        )
         assert max(abs(a - b) for a, b in pairs) < 1e-6
 
 
-def test_a_small_cpu_budget_bounds_the_auto_batch(llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_small_cpu_budget_bounds_the_auto_batch(
+    llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("INVARLOCK_CPU_MEMORY_BUDGET", "1B")
     report = run(llama_dir, tmp_path / "tight", batch_size="auto")
     assert report["meta"]["scoring"]["batch"]["chosen"] == 1
@@ -115,15 +135,27 @@ def invoke(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--device-map", "cuda:3"], r"^error: device map: cuda:3 does not exist on this machine \(CUDA devices: none\)$"),
-        (["--device-map", "gpu"], r"^error: --device-map: expected auto, balanced, balanced_low_0, sequential or one device"),
+        (
+            ["--device-map", "cuda:3"],
+            r"^error: device map: cuda:3 does not exist on this machine \(CUDA devices: none\)$",
+        ),
+        (
+            ["--device-map", "gpu"],
+            r"^error: --device-map: expected auto, balanced, balanced_low_0, sequential or one device",
+        ),
         (["--max-memory", "cpu=2GiB"], r"max_memory is set but model.device_map is not: add --device-map auto"),
-        (["--device-map", "auto", "--max-memory", "cpu=lots"], r"--max-memory.cpu: expected a size such as 2GiB or 500MB, got 'lots'"),
-        (["--device-map", "auto", "--max-memory", "cuda:1=1GiB"], r"max_memory.cuda:1: cuda:1 does not exist on this machine"),
+        (
+            ["--device-map", "auto", "--max-memory", "cpu=lots"],
+            r"--max-memory.cpu: expected a size such as 2GiB or 500MB, got 'lots'",
+        ),
+        (
+            ["--device-map", "auto", "--max-memory", "cuda:1=1GiB"],
+            r"max_memory.cuda:1: cuda:1 does not exist on this machine",
+        ),
         (["--device-map", "auto", "--max-memory", "2GiB"], r"--max-memory '2GiB': expected DEVICE=SIZE"),
         (["--batch-size", "0"], r"--batch-size: expected auto or an integer >= 1, got '0'"),
     ],
-)  # fmt: skip
+)
 def test_bad_device_maps_are_refused_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     import re
 
@@ -133,7 +165,9 @@ def test_bad_device_maps_are_refused_in_one_line(tmp_path: Path, args: list[str]
 
 
 def test_max_memory_too_small_says_what_fits_and_what_was_asked(llama_dir: Path, tmp_path: Path) -> None:
-    code, stderr = invoke("--model", str(llama_dir), "--device-map", "auto", "--max-memory", "cpu=200KiB", "--out", str(tmp_path / "x"))
+    code, stderr = invoke(
+        "--model", str(llama_dir), "--device-map", "auto", "--max-memory", "cpu=200KiB", "--out", str(tmp_path / "x")
+    )
     assert code == 2
     line = stderr.strip()
     assert len(line.splitlines()) == 1

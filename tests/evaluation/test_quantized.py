@@ -35,9 +35,17 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     root = tmp_path_factory.mktemp("quantized")
     torch.manual_seed(11)
     config = LlamaConfig(
-        vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
+        vocab_size=4096,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     LlamaForCausalLM(config).save_pretrained(root / "base")
     quantized = AutoModelForCausalLM.from_pretrained(
         root / "base", dtype=torch.float32, quantization_config=TorchAoConfig(quant_type=Int8WeightOnlyConfig())
@@ -89,17 +97,29 @@ def test_the_quantized_subject_is_evaluated_against_its_baseline(runs: dict, che
     root = checkpoints["root"]
     deltas = [
         abs(a - b)
-        for a, b in zip(runs["int8"]["evaluation_windows"]["final"]["logloss"],
-                        runs["baseline"]["evaluation_windows"]["final"]["logloss"], strict=True)
-    ]  # fmt: skip
+        for a, b in zip(
+            runs["int8"]["evaluation_windows"]["final"]["logloss"],
+            runs["baseline"]["evaluation_windows"]["final"]["logloss"],
+            strict=True,
+        )
+    ]
     assert 0 < max(deltas) < 1e-2
     output = root / "reports" / "int8"
     result = CliRunner().invoke(
         main,
-        ["report", "--run", str(root / "runs" / "int8" / "report.json"),
-         "--baseline", str(root / "runs" / "baseline" / "report.json"), "--format", "report", "--output", str(output)],
+        [
+            "report",
+            "--run",
+            str(root / "runs" / "int8" / "report.json"),
+            "--baseline",
+            str(root / "runs" / "baseline" / "report.json"),
+            "--format",
+            "report",
+            "--output",
+            str(output),
+        ],
         catch_exceptions=False,
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     evaluation = json.loads((output / "evaluation.report.json").read_text())
     assert evaluation["pairing"]["ok"]
@@ -115,13 +135,19 @@ def test_an_edit_on_a_quantized_checkpoint_is_refused(checkpoints: dict[str, Pat
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"quant_method": "bitsandbytes", "load_in_8bit": True},
-         r"is quantized with bitsandbytes, which needs the package bitsandbytes \(pip install bitsandbytes\); it is not installed$"),
-        ({"quant_method": "gptq", "bits": 4},
-         r"is quantized with gptq, which needs the package gptqmodel \(pip install gptqmodel\); it is not installed$"),
+        (
+            {"quant_method": "bitsandbytes", "load_in_8bit": True},
+            r"is quantized with bitsandbytes, which needs the package bitsandbytes \(pip install bitsandbytes\); "
+            r"it is not installed$",
+        ),
+        (
+            {"quant_method": "gptq", "bits": 4},
+            r"is quantized with gptq, which needs the package gptqmodel \(pip install gptqmodel\); "
+            r"it is not installed$",
+        ),
         ({"quant_method": "awq", "bits": 4}, r"is quantized with awq, which needs the package autoawq"),
     ],
-)  # fmt: skip
+)
 def test_a_method_whose_package_is_missing_is_refused_in_one_line(
     checkpoints: dict[str, Path], tmp_path: Path, settings: dict, message: str
 ) -> None:
@@ -138,7 +164,9 @@ def test_a_method_whose_package_is_missing_is_refused_in_one_line(
 
 
 def test_a_gpu_method_without_cuda_is_refused() -> None:
-    with pytest.raises(BadInputError, match=r"^m is quantized with fp8, whose kernels need a CUDA device; this machine has none$"):
+    with pytest.raises(
+        BadInputError, match=r"^m is quantized with fp8, whose kernels need a CUDA device; this machine has none$"
+    ):
         check_method_available("fp8", "m", cuda_devices=0)
     check_method_available("fp8", "m", cuda_devices=1)
     check_method_available("torchao", "m", cuda_devices=0)
