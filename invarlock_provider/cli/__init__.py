@@ -5,7 +5,10 @@ Each subcommand is also what an Airflow operator does, so every DAG step can be 
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
 from typing import Any
 
 import click
@@ -48,3 +51,24 @@ def main() -> None:
     Environment:
       INVARLOCK_ALLOW_NETWORK=1   allow model/dataset hub downloads (off by default)
     """
+
+
+def console_main() -> None:
+    """The ``invarlock`` console script and ``python -m invarlock_provider.cli``.
+
+    Once torch and transformers are loaded, the interpreter's own teardown of their modules takes
+    1.6 s on a 2-core machine, longer than loading the embedded model: every Airflow task pays it.
+    So after the command has finished, the atexit handlers run (logging flush, temp cleanup) and
+    the process exits without that teardown. In-process callers (CliRunner, tests) use ``main``.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if "torch" not in sys.modules:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

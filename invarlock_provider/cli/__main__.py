@@ -1,5 +1,5 @@
 """``python -m invarlock_provider.cli``: the same CLI, for subprocesses that know only the interpreter."""
 
-from invarlock_provider.cli import main
+from invarlock_provider.cli import console_main
 
-main()
+console_main()

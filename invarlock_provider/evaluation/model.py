@@ -27,6 +27,7 @@ _NETWORK_HINT = "network is off: set INVARLOCK_ALLOW_NETWORK=1 to download from 
 class LoadedModel:
     model: Any
     tokenizer: Any
+    tokenizer_size: int
     source: str
     context_length: int | None
     placement: Placement
@@ -74,9 +75,19 @@ def import_model_class(config: ModelConfig) -> tuple[Any, Any]:
 
 
 def load_model(
-    config: ModelConfig, tokenizer: Any, model_config: Any, model_class: Any, *, dtype: Any, placement: Placement
+    config: ModelConfig,
+    tokenizer: Any,
+    tokenizer_size: int,
+    model_config: Any,
+    model_class: Any,
+    *,
+    dtype: Any,
+    placement: Placement,
 ) -> LoadedModel:
-    """Load straight onto the placement's devices; a quantized checkpoint's method is checked first."""
+    """Load straight onto the placement's devices; a quantized checkpoint's method is checked first.
+
+    ``tokenizer_size`` is taken by the caller beforehand: the tokenizer may be busy encoding the
+    corpus on another thread, and a Rust tokenizer must not be borrowed by two threads at once."""
     import torch
 
     from invarlock_provider.evaluation.placement import check_fits
@@ -104,6 +115,7 @@ def load_model(
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
+        tokenizer_size=tokenizer_size,
         source=source,
         context_length=context_length(model.config),
         placement=placement,
@@ -135,7 +147,7 @@ def context_length(config: Any) -> int | None:
 def check_compatible(loaded: LoadedModel, seq_len: int) -> None:
     """Refuse tokenizer/model pairs and window lengths the model cannot score correctly."""
     rows = loaded.model.get_input_embeddings().weight.shape[0]
-    vocab = len(loaded.tokenizer)
+    vocab = loaded.tokenizer_size
     if vocab > rows:
         raise BadInputError(
             f"tokenizer/model mismatch: tokenizer has {vocab} tokens but the model's embedding "

@@ -80,7 +80,7 @@ def _accelerate_key(key: str) -> int | str:
 
 def describe_device_map(model: Any, placement: Placement) -> dict[str, Any]:
     """For meta: the map asked for, the budgets, the module-to-device map and bytes per device."""
-    state = model.state_dict(keep_vars=True)
+    state = dict(model.named_parameters()) | dict(model.named_buffers())  # tied weights counted once
     # transformers sets hf_device_map only when the map places modules; one device leaves none.
     hf_map = dict(getattr(model, "hf_device_map", None) or {"": _only_device(state.values())})
     bytes_on: dict[str, int] = defaultdict(int)

@@ -134,18 +134,20 @@ def _evaluate(
 
     with _timed(timings, "tokenizer_s"):
         tokenizer = load_tokenizer(preset.model)
+        # Taken before the windows thread starts: from then on only that thread uses the tokenizer.
+        tokenizer_size = len(tokenizer)
+        tok_hash = tokenizer_hash(tokenizer)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="invarlock-windows") as windowing:
         pending_windows = windowing.submit(_select_windows, preset, tokenizer)
         with _timed(timings, "model_import_s"):
             model_config, model_class = import_model_class(preset.model)
         with _timed(timings, "model_load_s"):
             loaded = load_model(
-                preset.model, tokenizer, model_config, model_class,
+                preset.model, tokenizer, tokenizer_size, model_config, model_class,
                 dtype=runtime.torch_dtype(dtype_name), placement=placement,
             )  # fmt: skip
             check_compatible(loaded, preset.dataset.seq_len)
             model_params = sum(p.numel() for p in loaded.model.parameters())
-            tok_hash = tokenizer_hash(loaded.tokenizer)
         timings["load_s"] = round(sum(timings[k] for k in ("tokenizer_s", "model_import_s", "model_load_s")), 4)
         input_device = input_device_of(loaded.model, placement.input_device)
         device_map = describe_device_map(loaded.model, placement) if placement.split else None
@@ -257,7 +259,7 @@ def _evaluate(
             "device": device,
             "dtype": dtype_name,
             "tokenizer_hash": tok_hash,
-            "tokenizer_vocab_size": len(loaded.tokenizer),
+            "tokenizer_vocab_size": loaded.tokenizer_size,
             "seeds": seeds,
             "determinism": determinism,
             "network_allowed": network,
@@ -358,7 +360,7 @@ def _measure_guards(loaded: Any, timings: dict[str, float], events: EventLog) ->
     from invarlock_provider.guards.spectral import measure_spectral
 
     with _timed(timings, "guards_s"):
-        invariants = measure_invariants(loaded.model, len(loaded.tokenizer))
+        invariants = measure_invariants(loaded.model, loaded.tokenizer_size)
         _emit_guard(events, invariants)
         if not invariants["passed"]:
             raise EvaluationAbortedError(
@@ -405,10 +407,19 @@ def _torch_threads() -> int:
 
 
 def _quiet_transformers() -> None:
+    """Errors only from the libraries under the engine, so stderr's last line is the run's own.
+
+    torchao, imported by transformers' quantizers whenever it is installed, logs at import that
+    its CUDA kernels do not load on a CPU build, and torch warns about its enums' pytree
+    registration; neither concerns a run."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    for name in ("torchao", "torch.utils._pytree", "accelerate.big_modeling"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextmanager

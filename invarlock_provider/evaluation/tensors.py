@@ -26,18 +26,35 @@ def is_meta(tensor: Any) -> bool:
 
 
 def offloaded_value(model: Any, name: str) -> Any:
-    """Read the values of an offloaded parameter or buffer from the offload map of its hooked module."""
+    """Read the values of an offloaded parameter or buffer from the offload map of its hooked module.
+
+    A tied weight (an LM head sharing the input embedding) is kept in the map under one of its
+    names only, so the other names of the same tensor are tried too."""
+    for candidate in _names_of_same_tensor(model, name):
+        value = _from_offload_map(model, candidate)
+        if value is not None:
+            return value
+    raise EvaluationAbortedError(f"{name} has no values in memory and no offload map holds it; cannot read it")
+
+
+def _from_offload_map(model: Any, name: str) -> Any:
     parts = name.split(".")
     for cut in range(len(parts) - 1, -1, -1):
         module = model.get_submodule(".".join(parts[:cut])) if cut else model
         weights_map = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
-        if weights_map is not None:
-            key = ".".join(parts[cut:])
-            try:
-                return weights_map[key]
-            except KeyError:
-                break
-    raise EvaluationAbortedError(f"{name} has no values in memory and no offload map holds it; cannot read it")
+        if weights_map is None:
+            continue
+        try:
+            return weights_map[".".join(parts[cut:])]
+        except KeyError:
+            continue
+    return None
+
+
+def _names_of_same_tensor(model: Any, name: str) -> list[str]:
+    named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    target = named.get(name)
+    return [name] + [other for other, tensor in named.items() if tensor is target and other != name]
 
 
 def materialized(model: Any, name: str, tensor: Any) -> Any:

@@ -118,3 +118,23 @@ def test_noop_against_its_baseline_passes(family_runs) -> None:
     evaluation = json.loads((output / "evaluation.report.json").read_text())
     assert evaluation["verdict"] == "PASS", evaluation["reasons"]
     assert evaluation["primary_metric"]["ratio"] == 1.0
+
+
+def test_a_family_whose_matrices_are_not_found_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Mamba (a state-space model: no attention, no MLP block) stands for any family the guards
+    do not know: the run stops before scoring, naming the class, and leaves no report."""
+    mamba = Family(
+        "Mamba", "MambaConfig",
+        {"vocab_size": 4096, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 4, "pad_token_id": 0,
+         "bos_token_id": 0, "eos_token_id": 0},
+    )  # fmt: skip
+    model_dir = save_family_model(mamba, tmp_path / "mamba", tiny_model_dir)
+    result = CliRunner().invoke(
+        main, ["run", "--profile", "dev", "--model", str(model_dir), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: spectral guard: no attention or mlp weight matrices found by module name in MambaForCausalLM; "
+        "this family is not supported yet (see docs/models.md)"
+    )
+    assert not list((tmp_path / "r").rglob("report.json"))
