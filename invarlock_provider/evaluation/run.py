@@ -307,6 +307,7 @@ def _evaluate(
             "throughput_tokens_per_s": tokens_per_s,
             "peak_memory_bytes": peak.peak_bytes,
             "peak_memory_source": peak.source,
+            "peak_memory_per_device": peak.per_device,
             "guard_overhead_of_scoring": guard_overhead,
         },
         "edit": edit_record,

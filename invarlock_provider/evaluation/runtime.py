@@ -106,29 +106,36 @@ def configure_determinism(device: str) -> dict[str, Any]:
 
 @dataclass
 class PeakMemory:
-    """Peak memory while a block runs: device allocator on CUDA, resident set size on CPU."""
+    """Peak memory while a block runs: the device allocators on CUDA (summed over the devices a
+    split model uses, each one's peak in ``per_device``), resident set size on CPU."""
 
     device: str
     peak_bytes: int | None = None
     source: str = "unavailable"
+    per_device: list[int] | None = None
 
     def __enter__(self) -> PeakMemory:
-        if self.device == "cuda":
+        if self.device.startswith("cuda"):
             import torch
 
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            for index in range(torch.cuda.device_count()):
+                torch.cuda.synchronize(index)
+                torch.cuda.reset_peak_memory_stats(index)
         elif _CLEAR_REFS.exists():
             with contextlib.suppress(OSError):
                 _CLEAR_REFS.write_text("5")  # resets VmHWM, the kernel's peak-RSS counter
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.device == "cuda":
+        if self.device.startswith("cuda"):
             import torch
 
-            torch.cuda.synchronize()
-            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+            peaks = []
+            for index in range(torch.cuda.device_count()):
+                torch.cuda.synchronize(index)
+                peaks.append(int(torch.cuda.max_memory_allocated(index)))
+            self.per_device = peaks
+            self.peak_bytes = sum(peaks)
             self.source = "cuda_max_memory_allocated"
             return
         peak = read_vm_hwm()
