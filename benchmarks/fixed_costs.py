@@ -6,7 +6,9 @@ wall time, and for the big checkpoint: reading its bytes (cold: page cache dropp
 `sha256sum` of them, the model load and its peak RSS, and the weights digest. Targets:
 
 - digest throughput >= 0.8 x (threads x single-thread hashlib sha256 rate);
-- model load <= 1.5 x reading the checkpoint's bytes (cold and hot);
+- model load <= 1.5 x reading the checkpoint's bytes (cold and hot; each load is the first in
+  its process, as in a run). transformers 5 maps safetensors weights rather than copying them,
+  so the bytes are paged in by their first reader: the digest, which is timed on its own;
 - host peak RSS growth while loading (and digesting) <= 1.3 x the checkpoint size;
 - embedded ci run: process wall time - score_s <= bare imports + 1.5 s, where bare imports is
   the wall time of `python -c "import torch; from transformers import GPT2LMHeadModel"`.
@@ -126,11 +128,7 @@ with PeakMemory("cpu") as digest_peak:
 begin = time.perf_counter()
 weights_digest(model)
 digest_hot_s = time.perf_counter() - begin
-del model
-begin = time.perf_counter()
-model = model_class.from_pretrained(source, config=config, dtype=torch.float32, device_map="cpu")
-reload_s = time.perf_counter() - begin
-print(json.dumps({"load_s": load_s, "reload_s": reload_s, "digest_s": digest_s, "digest_hot_s": digest_hot_s,
+print(json.dumps({"load_s": load_s, "digest_s": digest_s, "digest_hot_s": digest_hot_s,
                   "threads": DIGEST_THREADS, "load_peak_growth": load_peak.peak_bytes - before,
                   "digest_peak_growth": digest_peak.peak_bytes - before}))
 """
@@ -215,7 +213,7 @@ def main() -> None:
         sha_hot = min(sha256sum_seconds(weights) for _ in range(2))
         rate = single_thread_sha256_rate()
         cold = load_probe(checkpoint, cold=True)
-        hot = min((load_probe(checkpoint, cold=False) for _ in range(args.repeats)), key=lambda r: r["reload_s"])
+        hot = min((load_probe(checkpoint, cold=False) for _ in range(args.repeats)), key=lambda r: r["load_s"])
         bare = bare_import_seconds(args.repeats)
         embedded_wall, embedded = median_run(["--profile", "ci"], root, "embedded", args.repeats)
         big_wall, big = median_run(["-c", str(small_preset(root)), "--model", str(checkpoint)], root, "big", 1)
@@ -230,9 +228,8 @@ def main() -> None:
         ("read bytes, cold", read_cold, ""),
         ("read bytes, hot", read_hot, ""),
         ("sha256sum, hot", sha_hot, ""),
-        ("model load, cold (first in its process)", cold["load_s"], f"<= 1.5 x read cold = {1.5 * read_cold:.2f} s"),
-        ("model load, hot, first in its process", hot["load_s"], "(includes one-time torch/transformers set-up)"),
-        ("model load, hot, again in the process", hot["reload_s"], f"<= 1.5 x read hot = {1.5 * read_hot:.2f} s"),
+        ("model load, cold", cold["load_s"], f"<= 1.5 x read cold = {1.5 * read_cold:.2f} s"),
+        ("model load, hot", hot["load_s"], f"<= 1.5 x read hot = {1.5 * read_hot:.2f} s"),
         ("weights digest, cold (reads the bytes)", cold["digest_s"], ""),
         (
             "weights digest, hot",
