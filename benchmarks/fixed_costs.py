@@ -30,7 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.checkpoints import write_random_llama
+
 BARE_IMPORTS = "import torch; from transformers import GPT2LMHeadModel"
 LLAMA_SHAPE = {
     "vocab_size": 32000,
@@ -55,31 +58,6 @@ def drop_page_cache() -> bool:
     except OSError:
         return False
     return True
-
-
-def build_checkpoint(target: Path) -> Path:
-    """Random fp32 weights written tensor by tensor (no model is initialised), plus the embedded tokenizer."""
-    import shutil
-
-    import torch
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from invarlock_provider.resources import resolve_embedded
-
-    if (target / "model.safetensors").exists():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    config = LlamaConfig(**LLAMA_SHAPE)
-    with torch.device("meta"):
-        shapes = {name: p.shape for name, p in LlamaForCausalLM(config).state_dict().items()}
-    generator = torch.Generator().manual_seed(0)
-    state = {n: torch.randn(s, generator=generator) * 0.02 if len(s) > 1 else torch.ones(s) for n, s in shapes.items()}
-    save_file(state, target / "model.safetensors", metadata={"format": "pt"})
-    config.save_pretrained(target)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(resolve_embedded("embedded:tiny-pydocs-gpt2") / name, target / name)
-    return target
 
 
 def read_seconds(path: Path) -> float:
@@ -204,7 +182,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="invarlock-fixed-costs-") as scratch:
         root = Path(scratch)
-        checkpoint = build_checkpoint((args.keep or root) / "llama-470m")
+        checkpoint = (args.keep or root) / "llama-470m"
+        write_random_llama(checkpoint, LLAMA_SHAPE)
         weights = checkpoint / "model.safetensors"
         size = weights.stat().st_size
         cold_ok = drop_page_cache()

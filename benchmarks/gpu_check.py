@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.checkpoints import write_random_llama
 
 TINYLLAMA_SHAPE = {
     "vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
@@ -68,27 +70,6 @@ def device_facts() -> dict[str, object]:
     facts["peak_tflops"] = {"bfloat16": spec[0], "float32": spec[1]} if spec else measured
     facts["peak_source"] = "spec sheet" if spec else "measured matmul"
     return facts
-
-
-def build_llama(target: Path, shape: dict[str, int]) -> int:
-    """Random fp32 weights written tensor by tensor (no model initialised), plus the embedded tokenizer."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from invarlock_provider.resources import resolve_embedded
-
-    target.mkdir(parents=True, exist_ok=True)
-    config = LlamaConfig(**shape)
-    with torch.device("meta"):
-        shapes = {name: p.shape for name, p in LlamaForCausalLM(config).state_dict().items()}
-    generator = torch.Generator().manual_seed(0)
-    state = {n: torch.randn(s, generator=generator) * 0.02 if len(s) > 1 else torch.ones(s) for n, s in shapes.items()}
-    save_file(state, target / "model.safetensors", metadata={"format": "pt"})
-    config.save_pretrained(target)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(resolve_embedded("embedded:tiny-pydocs-gpt2") / name, target / name)
-    return sum(math.prod(s) for s in shapes.values())
 
 
 def write_preset(root: Path, windows: int, seq_len: int) -> Path:
@@ -146,7 +127,7 @@ def main() -> None:
         root = args.out or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         shape = SMOKE_SHAPE if args.smoke else TINYLLAMA_SHAPE
-        params = build_llama(root / "llama", shape)
+        params = write_random_llama(root / "llama", shape)
         preset = write_preset(root, 4 if args.smoke else args.windows, 128 if args.smoke else args.seq_len)
         built = time.perf_counter() - began
         models = {

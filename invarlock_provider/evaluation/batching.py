@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from invarlock_provider.device_map_spec import parse_size
-from invarlock_provider.evaluation.runtime import PeakMemory, read_vm_rss
+from invarlock_provider.evaluation.runtime import PeakMemory, read_kib_field, read_vm_rss
 
 MAX_AUTO_BATCH = 64
 CPU_BUDGET_SHARE = 0.5
@@ -70,18 +70,8 @@ def cpu_memory_budget() -> int:
     configured = os.environ.get(CPU_BUDGET_ENV)
     if configured:
         return parse_size(configured, CPU_BUDGET_ENV)
-    available = _meminfo_bytes("MemAvailable:")
+    available = read_kib_field(_MEMINFO, "MemAvailable:")
     return int((available or 4 * 2**30) * CPU_BUDGET_SHARE)
-
-
-def _meminfo_bytes(field: str) -> int | None:
-    try:
-        for line in _MEMINFO.read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _measure_cpu_window(scorer: Any, windows: Any) -> int:

@@ -146,16 +146,17 @@ class PeakMemory:
 
 def read_vm_hwm() -> int | None:
     """The process's peak resident set size since start or the last reset."""
-    return _read_status_bytes("VmHWM:")
+    return read_kib_field(_STATUS, "VmHWM:")
 
 
 def read_vm_rss() -> int | None:
-    return _read_status_bytes("VmRSS:")
+    return read_kib_field(_STATUS, "VmRSS:")
 
 
-def _read_status_bytes(field: str) -> int | None:
+def read_kib_field(path: Path, field: str) -> int | None:
+    """Bytes of a ``Field:  N kB`` line in a /proc file (status, meminfo), or None."""
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in path.read_text().splitlines():
             if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except OSError:

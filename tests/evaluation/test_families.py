@@ -3,8 +3,6 @@ through `invarlock run` (noop and quant8), both guards, a plain transformers for
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,28 +11,15 @@ from click.testing import CliRunner
 from invarlock_provider.cli import main
 from invarlock_provider.config import RunOverrides, load_preset
 from invarlock_provider.evaluation.run import execute_run
+from tests.evaluation.checkpoints import pair, save_random_model
 from tests.evaluation.families import FAMILIES, Family
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def save_family_model(family: Family, target: Path, tiny_model_dir: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1234)
-    model = AutoModelForCausalLM.from_config(family.build_config())
-    model.save_pretrained(target)
-    for name in TOKENIZER_FILES:
-        shutil.copy(tiny_model_dir / name, target / name)
-    return target
 
 
 @pytest.fixture(scope="module", params=FAMILIES, ids=lambda f: f.name)
 def family_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     family: Family = request.param
     root = tmp_path_factory.mktemp(family.name.replace(" ", "_"))
-    model_dir = save_family_model(family, root / "model", tiny_model_dir)
+    model_dir = save_random_model(family.build_config(), root / "model", tiny_model_dir, seed=1234)
     reports = {
         name: execute_run(
             load_preset(None, overrides=RunOverrides(model=str(model_dir), edit=edit)), root / name
@@ -98,24 +83,7 @@ def test_engine_nll_equals_a_plain_transformers_forward(family_runs, corpus_path
 
 def test_noop_against_its_baseline_passes(family_runs) -> None:
     *_, root = family_runs
-    output = root / "reports" / "noop"
-    result = CliRunner().invoke(
-        main,
-        [
-            "report",
-            "--run",
-            str(root / "noop" / "report.json"),
-            "--baseline",
-            str(root / "baseline" / "report.json"),
-            "--format",
-            "report",
-            "--output",
-            str(output),
-        ],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    evaluation = json.loads((output / "evaluation.report.json").read_text())
+    evaluation = pair(root / "noop" / "report.json", root / "baseline" / "report.json", root / "reports" / "noop")
     assert evaluation["verdict"] == "PASS", evaluation["reasons"]
     assert evaluation["primary_metric"]["ratio"] == 1.0
 
@@ -128,7 +96,7 @@ def test_a_family_whose_matrices_are_not_found_is_refused(tmp_path: Path, tiny_m
         {"vocab_size": 4096, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 4, "pad_token_id": 0,
          "bos_token_id": 0, "eos_token_id": 0},
     )  # fmt: skip
-    model_dir = save_family_model(mamba, tmp_path / "mamba", tiny_model_dir)
+    model_dir = save_random_model(mamba.build_config(), tmp_path / "mamba", tiny_model_dir, seed=1234)
     result = CliRunner().invoke(
         main, ["run", "--profile", "dev", "--model", str(model_dir), "--out", str(tmp_path / "r")]
     )

@@ -5,7 +5,6 @@ sizing and the refusals (a device that does not exist, budgets too small, edits 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,34 +14,15 @@ from invarlock_provider.cli import main
 from invarlock_provider.config import RunOverrides, load_preset
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.evaluation.run import execute_run
+from tests.evaluation.checkpoints import save_random_model, tiny_llama_config
 
 DEV = ["--profile", "dev"]
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(7)
-    config = LlamaConfig(
-        vocab_size=4096,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=False,
-    )
-    target = tmp_path_factory.mktemp("llama") / "model"
-    LlamaForCausalLM(config).save_pretrained(target)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_model_dir / name, target / name)
-    return target
+    config = tiny_llama_config(hidden_size=128, intermediate_size=512, num_hidden_layers=4, tie_word_embeddings=False)
+    return save_random_model(config, tmp_path_factory.mktemp("llama") / "model", tiny_model_dir, seed=7)
 
 
 def checkpoint_bytes(model_dir: Path) -> int:

@@ -16,43 +16,24 @@ from invarlock_provider.config import RunOverrides, load_preset
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.evaluation.quantized import check_method_available
 from invarlock_provider.evaluation.run import execute_run
+from tests.evaluation.checkpoints import pair, save_checkpoint, save_random_model, tiny_llama_config
 
 LAYERS = 2
 LINEAR_PER_LAYER = 7  # q, k, v, o, gate, up, down
-
-
-def copy_tokenizer(source: Path, target: Path) -> None:
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(source / name, target / name)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
     import torch
     from torchao.quantization import Int8WeightOnlyConfig
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+    from transformers import AutoModelForCausalLM, TorchAoConfig
 
     root = tmp_path_factory.mktemp("quantized")
-    torch.manual_seed(11)
-    config = LlamaConfig(
-        vocab_size=4096,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(root / "base")
+    save_random_model(tiny_llama_config(num_hidden_layers=LAYERS), root / "base", tiny_model_dir, seed=11)
     quantized = AutoModelForCausalLM.from_pretrained(
         root / "base", dtype=torch.float32, quantization_config=TorchAoConfig(quant_type=Int8WeightOnlyConfig())
     )
-    quantized.save_pretrained(root / "int8")
-    for name in ("base", "int8"):
-        copy_tokenizer(tiny_model_dir, root / name)
+    save_checkpoint(quantized, root / "int8", tiny_model_dir)
     return {"base": root / "base", "int8": root / "int8", "root": root}
 
 
@@ -104,24 +85,10 @@ def test_the_quantized_subject_is_evaluated_against_its_baseline(runs: dict, che
         )
     ]
     assert 0 < max(deltas) < 1e-2
-    output = root / "reports" / "int8"
-    result = CliRunner().invoke(
-        main,
-        [
-            "report",
-            "--run",
-            str(root / "runs" / "int8" / "report.json"),
-            "--baseline",
-            str(root / "runs" / "baseline" / "report.json"),
-            "--format",
-            "report",
-            "--output",
-            str(output),
-        ],
-        catch_exceptions=False,
+    runs_dir = root / "runs"
+    evaluation = pair(
+        runs_dir / "int8" / "report.json", runs_dir / "baseline" / "report.json", root / "reports" / "int8"
     )
-    assert result.exit_code == 0, result.output
-    evaluation = json.loads((output / "evaluation.report.json").read_text())
     assert evaluation["pairing"]["ok"]
     assert evaluation["verdict"] == "PASS", evaluation["reasons"]
     assert abs(evaluation["primary_metric"]["ratio"] - 1) < 1e-2
