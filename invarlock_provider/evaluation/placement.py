@@ -53,9 +53,20 @@ def plan_placement(device_map: str | None, max_memory: dict[str, Any] | None, de
         return Placement(device_map=device_map, max_memory=budgets, input_device=input_device)
     target = "cuda:0" if device_map == "cuda" else device_map
     check_device_exists(target, "device map")
+    if target.partition(":")[0] != device:
+        raise BadInputError(f"device map {device_map!r} puts the model on {target} but the run's device is {device}")
     if budgets:
         raise BadInputError(f"max_memory needs a splitting device map (auto, balanced, sequential), not {device_map!r}")
     return Placement(device_map=target, max_memory=None, input_device=target)
+
+
+def requested_device(device_map: str | None, eval_device: str) -> str:
+    """A single-device map decides the run's device when ``--device`` is ``auto``."""
+    if device_map is None or device_map in STRATEGIES or eval_device != "auto":
+        return eval_device
+    target = "cuda:0" if device_map == "cuda" else device_map
+    check_device_exists(target, "device map")
+    return target.partition(":")[0]
 
 
 def check_device_exists(device: str, where: str) -> None:

@@ -117,14 +117,19 @@ def _evaluate(
             load_tokenizer,
             tokenizer_hash,
         )
-        from invarlock_provider.evaluation.placement import describe_device_map, input_device_of, plan_placement
+        from invarlock_provider.evaluation.placement import (
+            describe_device_map,
+            input_device_of,
+            plan_placement,
+            requested_device,
+        )
         from invarlock_provider.evaluation.quantized import describe_quantization
         from invarlock_provider.evaluation.scoring import WindowScorer, keep_freed_memory_mapped
         from invarlock_provider.evaluation.tensors import DIGEST_METHOD, weights_digest
 
     with _timed(timings, "setup_s"):
         seeds = runtime.seed_everything(preset.seed)
-        device = runtime.resolve_device(preset.eval.device)
+        device = runtime.resolve_device(requested_device(preset.model.device_map, preset.eval.device))
         dtype_name = runtime.resolve_dtype(preset.eval.dtype, device)
         determinism = runtime.configure_determinism(device)
         cpu = runtime.cpu_profile()

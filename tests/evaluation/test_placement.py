@@ -134,6 +134,7 @@ def invoke(*args: str) -> tuple[int, str]:
         ),
         (["--device-map", "auto", "--max-memory", "2GiB"], r"--max-memory '2GiB': expected DEVICE=SIZE"),
         (["--batch-size", "0"], r"--batch-size: expected auto or an integer >= 1, got '0'"),
+        (["--device", "cpu", "--device-map", "mps"], r"^error: device map: mps is not available on this machine$"),
     ],
 )
 def test_bad_device_maps_are_refused_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
