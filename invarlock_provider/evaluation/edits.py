@@ -15,6 +15,7 @@ from typing import Any
 
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.tensors import is_meta, is_packed
 
 QUANT8_BITS = 8
 
@@ -39,12 +40,12 @@ def _require_editable(model: Any, spec: str) -> None:
     """Edits rewrite weights in place: offloaded placeholders and packed quantized tensors have
     no dense values to rewrite, so such a model is refused rather than edited partially."""
     for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.device.type == "meta":
+        if is_meta(tensor):
             raise BadInputError(
                 f"edit {spec}: {name} is offloaded (device map); edits need every weight in device memory, "
                 "so give the model enough max_memory or evaluate it with edit noop"
             )
-        if type(tensor).__name__ not in ("Tensor", "Parameter"):
+        if is_packed(tensor):
             raise BadInputError(
                 f"edit {spec}: {name} is already quantized ({type(tensor).__name__}); evaluate a quantized "
                 "checkpoint as it is, with edit noop"

@@ -15,6 +15,7 @@ from typing import Any
 
 from invarlock_provider.device_map_spec import STRATEGIES, format_size, parse_max_memory
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.tensors import is_meta
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def check_fits(model: Any, placement: Placement) -> None:
 
 
 def _only_device(tensors: Any) -> str:
-    devices = {"disk" if t.device.type == "meta" else str(t.device) for t in tensors}
+    devices = {"disk" if is_meta(t) else str(t.device) for t in tensors}
     return devices.pop() if len(devices) == 1 else "mixed"
 
 
@@ -154,5 +155,4 @@ def input_device_of(model: Any, fallback: str) -> str:
     execution = getattr(hook, "execution_device", None)
     if execution is not None:
         return f"cuda:{execution}" if isinstance(execution, int) else str(execution)
-    device = embedding.weight.device
-    return fallback if device.type == "meta" else str(device)
+    return fallback if is_meta(embedding.weight) else str(embedding.weight.device)

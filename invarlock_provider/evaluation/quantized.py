@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.tensors import is_packed
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def describe_quantization(model: Any, method: str | None) -> dict[str, Any] | No
         return None
     settings = getattr(model.config, "quantization_config", None)
     as_dict = settings.to_dict() if hasattr(settings, "to_dict") else settings
-    tensors = [t for t in model.state_dict(keep_vars=True).values() if type(t).__name__ not in ("Tensor", "Parameter")]
+    tensors = [t for t in model.state_dict(keep_vars=True).values() if is_packed(t)]
     return {
         "method": method,
         "config": as_dict,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invarlock_provider.errors import EvaluationAbortedError
+from invarlock_provider.evaluation.tensors import is_meta, is_packed
 
 HEAD_CHUNK_ELEMENTS = 1 << 24
 SELF_CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 1e-2}
@@ -127,7 +128,7 @@ class WindowScorer:
 
         if self.body is None or self.body is self.model or not isinstance(self.head, torch.nn.Linear):
             return False
-        if self.head.weight.device.type == "meta" or type(self.head.weight).__name__ not in ("Tensor", "Parameter"):
+        if is_meta(self.head.weight) or is_packed(self.head.weight):
             return False  # an offloaded or quantized head is applied by its own module, in the forward
         config = self.model.config
         text_config = getattr(config, "get_text_config", lambda: config)()

@@ -22,7 +22,15 @@ DIGEST_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
 def is_meta(tensor: Any) -> bool:
+    """An offloaded tensor: accelerate leaves a storage-less placeholder in the module."""
     return tensor.device.type == "meta"
+
+
+def is_packed(tensor: Any) -> bool:
+    """A quantized tensor subclass (torchao, quanto): its values live in packed parts."""
+    import torch
+
+    return type(tensor) not in (torch.Tensor, torch.nn.Parameter)
 
 
 def offloaded_value(model: Any, name: str) -> Any:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.tensors import is_meta, is_packed, offloaded_value
 from invarlock_provider.guards.record import SPECTRAL, guard_record
 
 ATTENTION = "attention"
@@ -109,14 +110,12 @@ def require_block_weights(model: Any, blocks: Sequence[BlockWeight], what: str) 
 
 def dense_matrix(model: Any, block: BlockWeight) -> Any:
     """The matrix the forward pass computes with: offloaded values read back, quantized ones dequantized."""
-    from invarlock_provider.evaluation.tensors import offloaded_value
-
     weight = block.weight
-    if weight.device.type == "meta":
+    if is_meta(weight):
         weight = offloaded_value(model, block.tensor_name)
         if block.expert is not None:
             weight = weight[block.expert]
-    if type(weight).__name__ not in ("Tensor", "Parameter"):
+    if is_packed(weight):
         dequantize = getattr(weight, "dequantize", None)
         if dequantize is None:
             raise BadInputError(
@@ -149,7 +148,7 @@ def largest_singular_values(
     groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
     for index, weight in enumerate(weights):
         rows, cols = weight.shape
-        device = "cpu" if weight.device.type == "meta" else str(weight.device)
+        device = "cpu" if is_meta(weight) else str(weight.device)
         groups[(max(rows, cols), min(rows, cols), device)].append(index)
     iterations, worst_change = 0, 0.0
     with torch.no_grad():
@@ -202,7 +201,7 @@ def measure_spectral(model: Any) -> dict[str, Any]:
     found = block_weights(model)
     require_block_weights(model, found, "spectral guard")
     estimate = largest_singular_values([b.weight for b in found], load=lambda i: dense_matrix(model, found[i]))
-    quantized = sum(1 for b in found if type(b.weight).__name__ not in ("Tensor", "Parameter"))
+    quantized = sum(1 for b in found if is_packed(b.weight))
     modules = [
         {
             "name": b.name,
