@@ -13,13 +13,13 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from invarlock_provider import __version__
-from invarlock_provider.errors import InvarlockError
+from invarlock_provider.errors import InvarlockError, redact_url_credentials
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 PACKAGES = (
@@ -112,8 +112,8 @@ def _folder_state(label: str, path: Path) -> tuple[str, str]:
 
 def store(target: str, settings: Any = None, conn_id: str | None = None) -> list[Finding]:
     """Reachability, then a probe object written, read back and deleted under the target prefix."""
-    from invarlock_provider.cli.store_options import bundle_location
     from invarlock_provider.storage.stores import check_store, open_store
+    from invarlock_provider.storage.uri import bundle_location
 
     try:
         root, base = bundle_location(target)
@@ -179,10 +179,12 @@ def _probe(opened: Any, prefix: str, target: str) -> Finding:
 
 
 def diagnose(target: str | None, settings: Any = None, conn_id: str | None = None) -> list[Finding]:
+    """Every finding, with user:password redacted from URLs: the store's errors quote its endpoint
+    (and Airflow's lookup errors a connection's URI), and doctor's output is pasted into tickets."""
     findings = versions() + device() + network() + cache_dirs()
     if target:
         findings += store(target, settings, conn_id)
-    return findings
+    return [replace(finding, detail=redact_url_credentials(finding.detail)) for finding in findings]
 
 
 def as_dicts(findings: list[Finding]) -> list[dict[str, str]]:

@@ -6,6 +6,11 @@ the same message and the same exit status.
 
 from __future__ import annotations
 
+import re
+
+# scheme://userinfo@ : the authority's userinfo runs to its last "@" before the path, query or fragment.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s\"'<>]+@")
+
 
 class InvarlockError(Exception):
     """An error the user can act on; the message names what to fix."""
@@ -42,3 +47,13 @@ class EvaluationAbortedError(InvarlockError):
     """The evaluation started but produced numbers that cannot be trusted (NaN/inf)."""
 
     exit_code = 3
+
+
+def redact_url_credentials(text: str) -> str:
+    """Replace the user:password of every URL in ``text`` with ``***``.
+
+    An endpoint may be given as ``http://key:secret@host`` (flag, environment or connection), and
+    botocore quotes the endpoint in its errors, so every message that is printed or logged passes
+    through here before it reaches a terminal, a task log or a CI transcript.
+    """
+    return _URL_USERINFO.sub(r"\g<scheme>***@", text)

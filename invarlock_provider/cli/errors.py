@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from invarlock_provider.errors import InvarlockError
+from invarlock_provider.errors import InvarlockError, redact_url_credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,7 +20,7 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except InvarlockError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_url_credentials(str(exc))}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

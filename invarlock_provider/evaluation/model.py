@@ -1,8 +1,10 @@
 """Model and tokenizer loading, and the digests that identify what was evaluated.
 
 Loading is offline unless the network policy allows the hub, and ``trust_remote_code`` is only
-ever what the preset says. The digests hash content (tensor bytes, vocabulary and merges), never
-file names or timestamps, so the same weights give the same digest wherever they were copied.
+ever what the preset says. Weights load from safetensors only: a pickle checkpoint can run code
+when it is loaded, so it is refused by name before anything is read. The digests hash content
+(tensor bytes, vocabulary and merges), never file names or timestamps, so the same weights give
+the same digest wherever they were copied.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from invarlock_provider.fileio import canonical_json
 from invarlock_provider.resources import is_embedded, resolve_embedded
 
 _NETWORK_HINT = "network is off: set INVARLOCK_ALLOW_NETWORK=1 to download from the hub"
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
+PICKLE_WEIGHTS = "pytorch_model*.bin*"  # one file, its shards, or their index
+_RESAVE_HINT = "convert it to safetensors: model.save_pretrained(folder, safe_serialization=True)"
 
 
 @dataclass
@@ -47,11 +53,21 @@ def resolve_model_source(reference: str) -> tuple[str, bool]:
     return reference, False
 
 
+def check_model_weights(config: ModelConfig) -> None:
+    """The model's weight files, checked before anything is loaded: a checkpoint that can never
+    load (pickle, damaged safetensors) is refused before the tokenizer, the corpus or the model."""
+    model_source, model_local = resolve_model_source(config.id)
+    if model_local:
+        check_weight_files(Path(model_source))
+    elif not network_allowed() and (snapshot := _cached_snapshot(config)) is not None:
+        check_weight_files(snapshot)
+
+
 def load_tokenizer(config: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
-    source, local = resolve_model_source(config.tokenizer or config.id)
     offline = not network_allowed()
+    source, local = resolve_model_source(config.tokenizer or config.id)
     try:
         return AutoTokenizer.from_pretrained(source, **_hub_options(config, offline))
     except (OSError, ValueError) as exc:
@@ -89,6 +105,7 @@ def load_model(
     ``tokenizer_size`` is taken by the caller beforehand: the tokenizer may be busy encoding the
     corpus on another thread, and a Rust tokenizer must not be borrowed by two threads at once."""
     import torch
+    from safetensors import SafetensorError
 
     from invarlock_provider.evaluation.placement import check_fits
     from invarlock_provider.evaluation.quantized import check_method_available, quantization_method
@@ -105,10 +122,11 @@ def load_model(
             source,
             config=model_config,
             dtype=dtype,
+            use_safetensors=True,
             **placement.from_pretrained_kwargs(),
             **_hub_options(config, offline),
         )
-    except (OSError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError, SafetensorError) as exc:
         raise BadInputError(_load_failure("model", source, local, offline, exc)) from None
     check_fits(model, placement)
     model.eval()
@@ -121,6 +139,66 @@ def load_model(
         placement=placement,
         quantization=method,
     )
+
+
+def check_weight_files(folder: Path) -> None:
+    """Refuse a checkpoint folder whose weights are pickle, or whose safetensors files are damaged.
+
+    transformers would unpickle ``pytorch_model.bin`` (pickle can run code, and ``weights_only``
+    is a mitigation, not a format), and reports a truncated or garbled safetensors file as an
+    untyped error deep in loading that names no file. Opening each file reads its header only and
+    checks that the header's offsets cover the file exactly, so this costs milliseconds.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    index = folder / SAFE_WEIGHTS_INDEX
+    if index.is_file():
+        files = [folder / name for name in _index_shards(index)]
+    elif (folder / SAFE_WEIGHTS).is_file():
+        files = [folder / SAFE_WEIGHTS]
+    else:
+        pickled = sorted(folder.glob(PICKLE_WEIGHTS))
+        if pickled:
+            refused = "pickle weights are refused (loading pickle can run code)"
+            raise BadInputError(f"{pickled[0]}: {refused}; {_RESAVE_HINT}")
+        return  # no weights at all: transformers names what it looked for
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except FileNotFoundError:
+            raise BadInputError(f"{path}: listed in {index.name} but missing; copy the checkpoint again") from None
+        except (SafetensorError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(
+                f"{path}: not a readable safetensors file ({reason}); it may be truncated or damaged, "
+                "copy or save the checkpoint again"
+            ) from None
+
+
+def _cached_snapshot(config: ModelConfig) -> Path | None:
+    """The Hugging Face cache's folder of a hub model at its revision, which is exactly what an
+    offline load reads; None when it is not cached or not a valid hub id (the load then says so)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(config.id, "config.json", revision=config.revision)
+    except ValueError:
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index maps its tensors to, each inside the folder."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInputError(f"{index}: not a readable safetensors index ({type(exc).__name__}: {exc})") from None
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:
+            raise BadInputError(f"{index}: shard {shard!r} is not a file name in the checkpoint folder")
+    return shards
 
 
 def _hub_options(config: ModelConfig, offline: bool) -> dict[str, Any]:

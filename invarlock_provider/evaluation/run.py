@@ -112,6 +112,7 @@ def _evaluate(
         from invarlock_provider.evaluation.edits import apply_edit
         from invarlock_provider.evaluation.model import (
             check_compatible,
+            check_model_weights,
             import_model_class,
             load_model,
             load_tokenizer,
@@ -138,6 +139,7 @@ def _evaluate(
     matmul_rates = _warn_on_slow_bf16(runtime, cpu, dtype_name, placement.input_device, events)
 
     with _timed(timings, "tokenizer_s"):
+        check_model_weights(preset.model)
         tokenizer = load_tokenizer(preset.model)
         # Taken before the windows thread starts: from then on only that thread uses the tokenizer.
         tokenizer_size = len(tokenizer)
