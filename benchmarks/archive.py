@@ -24,7 +24,8 @@ from benchmarks.report_build import synthetic_report
 from invarlock_provider.reporting.evaluation import write_evaluation
 from invarlock_provider.reporting.policy import load_tier
 from invarlock_provider.reporting.run_report import load_run_report
-from invarlock_provider.storage.archive import archive_report, collect_bundle
+from invarlock_provider.storage.archive import archive_report
+from invarlock_provider.storage.bundle import collect_bundle
 from invarlock_provider.storage.retention import prune_bundles
 from invarlock_provider.storage.s3 import S3Settings, S3Store
 from invarlock_provider.storage.uri import parse_store_uri

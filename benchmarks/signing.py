@@ -31,11 +31,10 @@ def median_s(action, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def measure(label: str, store, report_dir: Path, key, trust, base_time, repeats: int) -> None:
-    from datetime import timedelta
-
-    from invarlock_provider.storage.archive import archive_report, verify_remote_bundle
+def measure(label: str, store, report_dir: Path, key, trust, repeats: int) -> None:
+    from invarlock_provider.storage.archive import archive_report
     from invarlock_provider.storage.bundle import MANIFEST_FILE
+    from invarlock_provider.storage.bundle_reader import verify_remote_bundle
     from invarlock_provider.storage.signing import SIGNATURE_FILE, check_signature, sign_manifest
     from invarlock_provider.storage.uri import join_key
 
@@ -45,8 +44,7 @@ def measure(label: str, store, report_dir: Path, key, trust, base_time, repeats:
         def run(attempt: int) -> None:
             for info in list(store.list(store.uri.prefix)):  # a fresh bundle, and a new manifest, each time
                 store.delete([info.key])
-            when = base_time + timedelta(days=attempt)
-            bases[signed] = archive_report(store, report_dir, now=when, signing_key=key if signed else None).bundle_key
+            bases[signed] = archive_report(store, report_dir, signing_key=key if signed else None).bundle_key
 
         return median_s(run, repeats)
 
@@ -60,7 +58,7 @@ def measure(label: str, store, report_dir: Path, key, trust, base_time, repeats:
     raw = store.read_bytes(join_key(base, MANIFEST_FILE))
     signature = store.read_bytes(join_key(base, SIGNATURE_FILE))
     manifest = json.loads(raw)
-    row("sign the manifest (Ed25519)", None, median_s(lambda _: sign_manifest(raw, key, base_time), repeats))
+    row("sign the manifest (Ed25519)", None, median_s(lambda _: sign_manifest(raw, key), repeats))
     row("check signature + trust", None, median_s(lambda _: check_signature(raw, manifest, signature, trust), repeats))
     plain = median_s(lambda _: verify_remote_bundle(store, base, base), repeats)
     trusted = median_s(lambda _: verify_remote_bundle(store, base, base, trust), repeats)
@@ -72,8 +70,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-
-    from datetime import UTC, datetime
 
     from invarlock_provider.storage.local import LocalFolderStore
     from invarlock_provider.storage.s3 import S3Store
@@ -95,12 +91,11 @@ def main() -> None:
                 "local folder": LocalFolderStore(parse_store_uri((root / "evidence").as_uri())),
                 "SeaweedFS": S3Store(parse_store_uri("s3://bench/nightly"), server.settings()),
             }
-            base_time = datetime(2026, 1, 1, tzinfo=UTC)
             print(f"key load (PEM, mode check): {key_load * 1000:.2f} ms")
             print(f"{'store':<14} {'step':<38} {'unsigned ms':>12} {'signed ms':>10} {'extra ms':>9}")
             print("-" * 88)
             for label, store in stores.items():
-                measure(label, store, report_dir, key, trust, base_time, args.repeats)
+                measure(label, store, report_dir, key, trust, args.repeats)
         finally:
             server.stop()
 

@@ -7,6 +7,7 @@ only after that run's report exists, so a failed or running evaluation never bec
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from invarlock_provider.reporting.lineage import run_identity
 REPORT_FILE = "report.json"
 EVENTS_FILE = "events.jsonl"
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
-RUN_DIR_PATTERN = re.compile(r"^(\d{8}_\d{6})(?:_(\d{2,}))?$")
+RUN_DIR_PATTERN = re.compile(r"^(\d{8}_\d{6})(?:_(\d{2,}))?\Z")  # \Z: no trailing newline
 
 
 def create_run_dir(out: Path, now: datetime, name: str | None = None) -> Path:
@@ -76,17 +77,22 @@ def completed_runs(out: Path) -> list[Path]:
 
 
 def publish_latest(out: Path, run_dir: Path) -> Path:
-    """Point ``out/report.json`` at the newest completed run (which may not be ``run_dir``)."""
-    runs = completed_runs(out)
-    newest = runs[-1] if runs else run_dir
+    """Point ``out/report.json`` at the newest completed run (which may not be ``run_dir``).
+
+    Listing and replacing happen under an exclusive lock, so of two runs finishing at once the one
+    that replaces the link last also listed last: the link never moves back to an older run."""
     link = out / REPORT_FILE
-    tmp = out / f".{REPORT_FILE}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        tmp.symlink_to(Path(newest.name) / REPORT_FILE)
-    except OSError:
-        shutil.copyfile(newest / REPORT_FILE, tmp)
-    os.replace(tmp, link)
+    with (out / f".{REPORT_FILE}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = completed_runs(out)
+        newest = runs[-1] if runs else run_dir
+        tmp = out / f".{REPORT_FILE}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            tmp.symlink_to(Path(newest.name) / REPORT_FILE)
+        except OSError:
+            shutil.copyfile(newest / REPORT_FILE, tmp)
+        os.replace(tmp, link)
     return link
 
 

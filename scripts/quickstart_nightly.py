@@ -30,7 +30,7 @@ def run_folders(runs: Path) -> set[str]:
 
 def main() -> int:
     from invarlock_provider.airflow.defaults import archive_target, workdir
-    from invarlock_provider.storage.archive import list_bundles, verify_bundle_folder
+    from invarlock_provider.storage.bundle_reader import list_bundles, verify_bundle_folder
     from invarlock_provider.storage.stores import open_store
 
     log_path = Path(os.environ["AIRFLOW_HOME"]) / "quickstart-nightly.log"

@@ -66,11 +66,14 @@ def _join(root: str, name: str) -> str:
 
 
 def _failed(exc: Exception, conn_id: str | None) -> Exception:
-    """The library's one-line error as the task's failure, naming the connection it went through."""
+    """The library's one-line error as the task's failure, naming the connection it went through;
+    an endpoint's user:password is redacted, since the message lands in task logs and alerts."""
     from airflow.sdk.exceptions import AirflowException
 
+    from invarlock_provider.errors import redact_url_credentials
+
     suffix = f" (connection {conn_id!r})" if conn_id and "s3://" in str(exc) else ""
-    return AirflowException(f"{exc}{suffix}")
+    return AirflowException(redact_url_credentials(f"{exc}{suffix}"))
 
 
 class _LineageOnComplete:
@@ -262,9 +265,10 @@ def _own_local_run(run_dir: Path, airflow_run_id: str, log: Any) -> dict[str, An
     owner = report.get("meta", {}).get("labels", {}).get("airflow_run_id")
     if owner != airflow_run_id:
         raise _not_ours(str(run_dir), owner, airflow_run_id)
-    from invarlock_provider.layout import run_summary
+    from invarlock_provider.layout import publish_latest, run_summary
 
     log.info("Reusing this DAG run's finished evaluation %s", run_dir)
+    publish_latest(run_dir.parent, run_dir)  # a try killed before it moved the pointer left it behind
     summary = run_summary(report, report_path)
     uri = report_path.resolve().as_uri()
     return {**summary, "run_dir": run_dir.resolve().as_uri(), "report": uri, "reused": True, "link": uri}
@@ -275,7 +279,7 @@ def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, An
     of this DAG run is reused; anything less that is there is deleted, so the run starts clean."""
     from invarlock_provider.fileio import sha256_bytes
     from invarlock_provider.layout import summarize_run
-    from invarlock_provider.storage.workstore import is_complete
+    from invarlock_provider.storage.workstore import is_complete, publish_latest
 
     store = run_dir.store
     present = [info.key for info in store.list(run_dir.key)]
@@ -287,6 +291,7 @@ def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, An
             raise _not_ours(run_dir.uri, owner, airflow_run_id)
         if is_complete(present, run_dir.key):
             log.info("Reusing this DAG run's finished evaluation %s", run_dir.uri)
+            publish_latest(run_dir.parent)  # a try killed before it moved latest.json left it behind
             report_uri = run_dir.child("report.json").uri
             summary = summarize_run(json.loads(raw), run_dir.uri, report_uri, sha256_bytes(raw))
             return {**summary, "reused": True, "link": report_uri}
@@ -486,6 +491,7 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
         from invarlock_provider.storage.archive import archive_report
         from invarlock_provider.storage.handoff import stage_reports
         from invarlock_provider.storage.retention import parse_duration, prune_bundles
+        from invarlock_provider.storage.signing import deployment_trust
         from invarlock_provider.storage.stores import check_store
         from invarlock_provider.storage.uri import join_key
 
@@ -520,13 +526,16 @@ class ArchiveOperator(_LineageOnComplete, BaseOperator):
                 else []
             )
             if self.bucket_keep_last is not None or self.bucket_max_age:
-                prune_bundles(
+                pruning = prune_bundles(
                     store,
                     store.uri.prefix,
                     keep_last=self.bucket_keep_last,
                     max_age=parse_duration(self.bucket_max_age) if self.bucket_max_age else None,
                     now=now,
+                    trust=deployment_trust(),
                 )
+                for uri in pruning.unverified:
+                    self.log.warning("kept, does not verify (invarlock verify %s names what is wrong)", uri)
             link = store.link(join_key(result.bundle_key, EVALUATION_FILE), LINK_EXPIRY_S)
         except InvarlockError as exc:
             raise _failed(exc, self.conn_id) from None
@@ -606,17 +615,18 @@ def _prune_runs(
     now: Any,
 ) -> list[str]:
     """Archived runs only, never the newest. What counts as archived is the evidence store's own
-    record (readable from any worker), plus the local archive index for local runs."""
-    from invarlock_provider.storage.index import archived_in_store, read_index
+    record (readable from any worker), plus the local archive index for local runs, and only once
+    the bundle a record names verifies (with the deployment's trusted keys)."""
+    from invarlock_provider.storage.index import ArchivedRuns, read_index
     from invarlock_provider.storage.retention import prune_archived_runs
+    from invarlock_provider.storage.signing import deployment_trust
     from invarlock_provider.storage.workstore import RemoteFolder
 
     if keep_last is None and not max_age:
         return []
     runs = work.work_location(runs_root)
-    archived = archived_in_store(evidence)
-    if not isinstance(runs, RemoteFolder):
-        archived |= set(read_index(_index_path(index_path)))
+    index = None if isinstance(runs, RemoteFolder) else read_index(_index_path(index_path))
+    archived = ArchivedRuns.from_sources(evidence, index, deployment_trust(), getattr(evidence, "settings", None))
     return prune_archived_runs(runs, keep_last=keep_last, max_age=max_age, archived=archived, now=now)
 
 

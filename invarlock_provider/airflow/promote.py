@@ -33,7 +33,7 @@ class PromotePassingBundlesOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from invarlock_provider.airflow.hooks import EvidenceStoreHook
-        from invarlock_provider.storage.uri import check_segment
+        from invarlock_provider.storage.uri import check_evidence_id, check_segment
         from invarlock_provider.storage.workstore import put_bytes
 
         events = [event for batch in context["triggering_asset_events"].values() for event in batch]
@@ -49,7 +49,7 @@ class PromotePassingBundlesOperator(BaseOperator):
                 continue
             store = store or EvidenceStoreHook(self.conn_id or None).get_store(self.target)
             name = check_segment(str(extra["report_name"]), "report_name")
-            evidence_id = check_segment(str(extra["evidence_id"]), "evidence_id")
+            evidence_id = check_evidence_id(str(extra["evidence_id"]), "evidence_id")
             record = {
                 "schema_version": PROMOTION_SCHEMA,
                 **extra,

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from invarlock_provider.cli.errors import reports_errors
-from invarlock_provider.cli.store_options import ENV_HELP, bundle_location, s3_settings, store_options
+from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
+from invarlock_provider.storage.uri import bundle_location
 
 EXAMPLE = (
     """
@@ -34,7 +35,7 @@ def fetch_command(
 ) -> None:
     """Download BUNDLE_URI (…/<report name>/<evidence id>) into a folder."""
     from invarlock_provider.errors import BadInputError
-    from invarlock_provider.storage.archive import fetch_bundle
+    from invarlock_provider.storage.bundle_reader import fetch_bundle
     from invarlock_provider.storage.stores import open_store
 
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

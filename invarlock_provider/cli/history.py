@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from invarlock_provider.cli.errors import reports_errors
-from invarlock_provider.cli.store_options import ENV_HELP, bundle_location, s3_settings, store_options
+from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
+from invarlock_provider.storage.uri import bundle_location
 
 if TYPE_CHECKING:
     from invarlock_provider.storage.history import HistoryPoint
@@ -65,14 +66,18 @@ def history_command(
     if root.scheme == "s3":
         check_store(store)
     history = report_history(store, base, report_name, since=window)
+    for uri, reason in history.skipped:
+        click.echo(f"skipped {uri}: {reason}", err=True)
     if html_path is not None:
-        page = history_page(f"InvarLock history: {store_uri}", history, _bundle_link)
+        page = history_page(f"InvarLock history: {store_uri}", history.reports, _bundle_link)
         write_text_atomic(html_path, page)
     if as_json:
-        click.echo(json.dumps({name: [p.as_dict() for p in points] for name, points in history.items()}, indent=2))
+        points = {name: [p.as_dict() for p in points] for name, points in history.reports.items()}
+        skipped = [{"uri": uri, "reason": reason} for uri, reason in history.skipped]
+        click.echo(json.dumps({**points, **({"_skipped": skipped} if skipped else {})}, indent=2))
         return
     count = 0
-    for name, points in history.items():
+    for name, points in history.reports.items():
         for point in points:
             ratio = f"{point.ratio:.4f}" if point.ratio is not None else "-"
             ci = f"{point.ci[0]:.4f}-{point.ci[1]:.4f}" if point.ci else "-"
@@ -83,7 +88,8 @@ def history_command(
             )
             count += 1
     shown = f", chart in {html_path}" if html_path is not None else ""
-    click.echo(f"{count} bundles, {len(history)} report names{shown}")
+    skipped = f", {len(history.skipped)} skipped (see above)" if history.skipped else ""
+    click.echo(f"{count} bundles, {len(history.reports)} report names{shown}{skipped}")
 
 
 def _bundle_link(point: HistoryPoint) -> str:

@@ -7,7 +7,8 @@ import json
 import click
 
 from invarlock_provider.cli.errors import reports_errors
-from invarlock_provider.cli.store_options import ENV_HELP, bundle_location, s3_settings, store_options
+from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
+from invarlock_provider.storage.uri import bundle_location
 
 EXAMPLE = (
     """
@@ -16,6 +17,11 @@ Examples:
   invarlock ls s3://evidence/nightly
   invarlock ls s3://evidence/nightly/quant8_balanced --json
   invarlock ls file:///srv/evidence/quant8_balanced   # a file:// folder works like a bucket prefix
+\b
+ls reads the manifests, not the evidence: a bundle is DAMAGED when its manifest cannot be read,
+lists a file that is missing or of another size, or names a signer whose signature is absent or
+does not match; "signed" means the signature matches the manifest (which key to trust is
+`invarlock verify --trusted-key`'s job). Only verify recomputes the evidence.
 """
     + ENV_HELP
 )
@@ -27,8 +33,8 @@ Examples:
 @store_options
 @reports_errors
 def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region: str | None, path_style: bool) -> None:
-    """List bundles (complete and incomplete) under PREFIX_URI."""
-    from invarlock_provider.storage.archive import list_bundles
+    """List bundles (complete, incomplete, damaged) under PREFIX_URI."""
+    from invarlock_provider.storage.bundle_reader import list_bundles, signature_state
     from invarlock_provider.storage.stores import check_store, open_store
 
     root, base = bundle_location(prefix_uri)
@@ -36,25 +42,33 @@ def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region:
     if root.scheme == "s3":
         check_store(store)
     bundles = list_bundles(store, base)
-    rows = [
-        {
-            "uri": b.uri,
-            "report_name": b.report_name,
-            "evidence_id": b.evidence_id,
-            "complete": b.complete,
-            "verdict": (b.manifest or {}).get("verdict"),
-            "ratio": (b.manifest or {}).get("ratio"),
-            "signer": ((b.manifest or {}).get("signing") or {}).get("fingerprint"),
-            "created_at": b.created_at.isoformat(timespec="seconds") if b.created_at else None,
-        }
-        for b in bundles
-    ]
+    rows = []
+    for b in bundles:
+        signature = signature_state(store, b) if b.complete else None
+        problem = b.problem or (signature if signature not in (None, "signed", "unsigned") else None)
+        state = "damaged" if problem else b.state
+        rows.append(
+            {
+                "uri": b.uri,
+                "report_name": b.report_name,
+                "evidence_id": b.evidence_id,
+                "state": state,
+                "complete": state == "complete",
+                "problem": problem,
+                "verdict": (b.manifest or {}).get("verdict") if state == "complete" else None,
+                "ratio": (b.manifest or {}).get("ratio") if state == "complete" else None,
+                "signer": b.signer if signature == "signed" else None,
+                "created_at": b.created_at.isoformat(timespec="seconds") if b.created_at else None,
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        verdict = row["verdict"] if row["complete"] else "INCOMPLETE"
+        state = row["verdict"] if row["complete"] else row["state"].upper()
         ratio = f"{row['ratio']:.4f}" if isinstance(row["ratio"], float) else "-"
         signer = f"  signed {row['signer'][:16]}" if row["signer"] else ""
-        click.echo(f"{row['created_at'] or '-':<25} {verdict:<10} {ratio:>8}  {row['uri']}{signer}")
-    click.echo(f"{len(rows)} bundles")
+        problem = f"  ({row['problem']})" if row["problem"] else ""
+        click.echo(f"{row['created_at'] or '-':<25} {state:<10} {ratio:>8}  {row['uri']}{signer}{problem}")
+    damaged = sum(1 for row in rows if row["problem"])
+    click.echo(f"{len(rows)} bundles" + (f", {damaged} DAMAGED (invarlock verify names what)" if damaged else ""))

@@ -11,15 +11,10 @@ from typing import Any
 import click
 
 from invarlock_provider.cli.errors import reports_errors
-from invarlock_provider.cli.store_options import (
-    DEFAULT_ARCHIVE_ENV,
-    ENV_HELP,
-    bundle_location,
-    is_store_uri,
-    s3_settings,
-    store_options,
-)
+from invarlock_provider.cli.store_options import DEFAULT_ARCHIVE_ENV, ENV_HELP, is_store_uri, s3_settings, store_options
+from invarlock_provider.cli.trust_options import TRUST_HELP, trust_from, trust_options
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.storage.uri import bundle_location
 
 RUNS_FOLDER = "runs"
 
@@ -33,13 +28,18 @@ Examples:
 \b
 A TARGET whose last folder is `runs` is a runs folder (local, file:// or s3://); anything else
 given as a URI is a prefix of evidence bundles.
-Runs are deleted only once their report.json is in an archived bundle: recorded in the archive
-index ($INVARLOCK_HOME/archive-index.json) or in the evidence store given by --evidence (a work
-store's runs need --evidence, or INVARLOCK_ARCHIVE_URI); the newest run of every name is always kept.
-Bucket bundles: the manifest goes first, then the rest; bundles under Object Lock are kept and
-reported; the newest bundle of every report name is kept unless --keep-last 0 is given.
+Runs are deleted only once their report.json is in an archived bundle that verifies now: recorded
+in the archive index ($INVARLOCK_HOME/archive-index.json) or in the evidence store given by
+--evidence (a work store's runs need --evidence, or INVARLOCK_ARCHIVE_URI), and that bundle
+verified (signed by a trusted key, where trust is given); the newest run of every name is always
+kept. Symbolic links are never followed.
+Bucket bundles: only bundles that verify count (a bundle that does not, or that is dated in the
+future, is reported and kept); report names are grouped by their full path; the manifest goes
+first (only the one that was verified), then the rest; bundles under Object Lock are kept and
+reported; the newest bundle of every report is kept unless --keep-last 0 is given.
 """
     + ENV_HELP
+    + TRUST_HELP
 )
 
 
@@ -59,6 +59,7 @@ reported; the newest bundle of every report name is kept unless --keep-last 0 is
 )
 @click.option("--grace", default="24h", show_default=True, help="Bucket: age after which incomplete bundles go.")
 @click.option("--json", "as_json", is_flag=True)
+@trust_options
 @store_options
 @reports_errors
 def prune_command(
@@ -71,6 +72,9 @@ def prune_command(
     evidence_uri: str | None,
     grace: str,
     as_json: bool,
+    trusted_keys: tuple[Path, ...],
+    trust_file: Path | None,
+    fingerprints: tuple[str, ...],
     endpoint_url: str | None,
     region: str | None,
     path_style: bool,
@@ -81,10 +85,11 @@ def prune_command(
     age = parse_duration(max_age) if max_age else None
     now = datetime.now(UTC)
     settings = s3_settings(endpoint_url, region, path_style)
+    trust = trust_from(trusted_keys, trust_file, fingerprints)
     if is_store_uri(target) and target.rstrip("/").rsplit("/", 1)[-1] != RUNS_FOLDER:
-        _prune_bucket(target, keep_last, age, parse_duration(grace), dry_run, as_json, now, settings)
+        _prune_bucket(target, keep_last, age, parse_duration(grace), dry_run, as_json, now, settings, trust)
         return
-    from invarlock_provider.storage.index import archived_in_store, default_index_path, read_index
+    from invarlock_provider.storage.index import ArchivedRuns, default_index_path, read_index
     from invarlock_provider.storage.retention import plan_runs
     from invarlock_provider.storage.stores import open_store
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
@@ -94,9 +99,9 @@ def prune_command(
     evidence_uri = evidence_uri or (os.environ.get(DEFAULT_ARCHIVE_ENV) if remote else None)
     if remote and not evidence_uri:
         raise BadInputError(f"{target}: give --evidence URI (the evidence store that records which runs are archived)")
-    archived = set() if remote else set(read_index(index_path or default_index_path()))
-    if evidence_uri:
-        archived |= archived_in_store(open_store(evidence_uri, settings))
+    index = None if remote else read_index(index_path or default_index_path())
+    evidence = open_store(evidence_uri, settings) if evidence_uri else None
+    archived = ArchivedRuns.from_sources(evidence, index, trust, settings)
     decisions, apply = plan_runs(
         runs,
         keep_last=keep_last,
@@ -121,6 +126,7 @@ def _prune_bucket(
     as_json: bool,
     now: datetime,
     settings: Any,
+    trust: Any,
 ) -> None:
     from invarlock_provider.storage.retention import prune_bundles
     from invarlock_provider.storage.stores import check_store, open_store
@@ -129,10 +135,17 @@ def _prune_bucket(
     store = open_store(root, settings)
     if root.scheme == "s3":
         check_store(store)
-    report = prune_bundles(store, base, keep_last=keep_last, max_age=age, grace=grace, dry_run=dry_run, now=now)
-    _print(
-        report.decisions, dry_run, as_json, extra={"deleted_objects": report.deleted_objects, "errors": report.errors}
+    report = prune_bundles(
+        store, base, keep_last=keep_last, max_age=age, grace=grace, dry_run=dry_run, now=now, trust=trust
     )
+    extra = {"deleted_objects": report.deleted_objects, "errors": report.errors, "unverified": report.unverified}
+    _print(report.decisions, dry_run, as_json, extra=extra)
+    if report.unverified and not as_json:
+        click.echo(
+            f"WARNING: {len(report.unverified)} bundles with a manifest do not verify; kept and not counted "
+            "(invarlock verify names what is wrong)",
+            err=True,
+        )
     if report.errors:
         raise SystemExit(1)
 

@@ -51,7 +51,12 @@ Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fai
 @click.option("--output", metavar="PATH|URI", help="Evidence folder, e.g. reports/quant8_balanced.")
 @click.option("--tier", type=click.Choice(TIER_NAMES), default="balanced", show_default=True)
 @click.option("--tiers", "tiers_path", type=click.Path(path_type=Path), help="tiers.yaml [default: the bundled one].")
-@click.option("--copy-baseline", is_flag=True, help="Also copy the baseline report to reports/<baseline name>/.")
+@click.option(
+    "--copy-baseline",
+    is_flag=True,
+    help="Copy the baseline report into reports/<baseline name>/ (report.json, the newest, and by-sha256/<sha256>/, "
+    "never overwritten, which the evaluation references); required when the baseline is in another bucket or store.",
+)
 @click.option("--with-events", is_flag=True, help="Copy the subject run's events.jsonl beside its report.")
 @click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the verdict is FAIL (the report is still written).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")

@@ -9,8 +9,6 @@ from typing import Any
 
 import click
 
-from invarlock_provider.storage.uri import StoreURI, parse_store_uri, split_folder
-
 DEFAULT_ARCHIVE_ENV = "INVARLOCK_ARCHIVE_URI"
 ENV_HELP = """
 \b
@@ -42,19 +40,6 @@ def s3_settings(endpoint_url: str | None, region: str | None, path_style: bool) 
 
 def default_archive_uri() -> str:
     return os.environ.get(DEFAULT_ARCHIVE_ENV) or (Path.cwd() / "evidence").resolve().as_uri()
-
-
-def bundle_location(text: str) -> tuple[StoreURI, str]:
-    """A URI that names a bundle (or a prefix) -> (store root URI, key of the bundle under it).
-
-    A file:// store keeps the named folder as its prefix: it is the folder checked for writes and
-    the one pruning never removes, while keys (the report name included) are relative to its parent.
-    """
-    uri = parse_store_uri(text)
-    if uri.scheme == "s3":
-        return StoreURI("s3", uri.bucket, ""), uri.prefix
-    folder = split_folder(uri)
-    return folder, folder.prefix
 
 
 def is_store_uri(text: str) -> bool:

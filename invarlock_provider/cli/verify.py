@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from invarlock_provider.cli.errors import reports_errors
-from invarlock_provider.cli.store_options import ENV_HELP, bundle_location, is_store_uri, s3_settings, store_options
+from invarlock_provider.cli.store_options import ENV_HELP, is_store_uri, s3_settings, store_options
+from invarlock_provider.cli.trust_options import TRUST_HELP, trust_from, trust_options
+from invarlock_provider.storage.uri import bundle_location, check_no_control_characters
 
 EXAMPLE = (
     """
@@ -27,26 +29,14 @@ only if every complete bundle verified, 1 if any failed, 2 if there was none. In
 (no manifest.json) are listed, not verified.
 """
     + ENV_HELP
+    + TRUST_HELP
 )
 
 
 @click.command("verify", epilog=EXAMPLE)
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print every check as JSON (a list for a prefix).")
-@click.option(
-    "--trusted-key",
-    "trusted_keys",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A public key (PEM) whose signatures are trusted; repeatable.",
-)
-@click.option(
-    "--trusted-keys",
-    "trust_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A trust file: keys with names and validity windows.",
-)
-@click.option("--fingerprint", "fingerprints", multiple=True, help="A trusted key's fingerprint (64 hex); repeatable.")
+@trust_options
 @store_options
 @reports_errors
 def verify_command(
@@ -65,11 +55,11 @@ def verify_command(
     trusted key inside its validity window; without, a signature is still checked and its signer shown.
     """
     from invarlock_provider.reporting.verify import MalformedEvidenceError, verify_path
-    from invarlock_provider.storage.archive import verify_bundle_folder, verify_remote_bundle
     from invarlock_provider.storage.bundle import MANIFEST_FILE
+    from invarlock_provider.storage.bundle_reader import verify_bundle_folder, verify_remote_bundle
     from invarlock_provider.storage.uri import is_bundle_key
 
-    trust = _trust(trusted_keys, trust_file, fingerprints)
+    trust = trust_from(trusted_keys, trust_file, fingerprints)
     if is_store_uri(target):
         from invarlock_provider.storage.stores import open_store
 
@@ -78,16 +68,17 @@ def verify_command(
         if not is_bundle_key(base):
             _verify_prefix(store, base, target, as_json, trust)
             return
-        result = verify_remote_bundle(store, base, target, trust)
+        result = _readable(target, lambda: verify_remote_bundle(store, base, target, trust))
     else:
+        check_no_control_characters(target, "verify")
         path = Path(target)
         if not path.exists():
             raise MalformedEvidenceError(f"{path}: no such file or folder")
         folder = path if path.is_dir() else path.parent
         if (folder / MANIFEST_FILE).is_file():
-            result = verify_bundle_folder(folder, trust)
+            result = _readable(target, lambda: verify_bundle_folder(folder, trust))
         else:
-            result = verify_path(path)
+            result = _readable(target, lambda: verify_path(path))
             if trust is not None:
                 result.add("signature", False, f"not a bundle, so unsigned; trusted keys: {trust.names()}")
     if as_json:
@@ -101,6 +92,19 @@ def verify_command(
         sys.exit(1)
 
 
+def _readable(target: str, verify: Any) -> Any:
+    """Evidence is hostile input: a shape no check foresaw is still one line (exit 2), never a traceback."""
+    from invarlock_provider.errors import InvarlockError
+    from invarlock_provider.reporting.verify import MalformedEvidenceError
+
+    try:
+        return verify()
+    except InvarlockError:
+        raise
+    except Exception as exc:
+        raise MalformedEvidenceError(f"{target}: unreadable evidence ({type(exc).__name__}: {exc})") from None
+
+
 def _summary(result: Any, *, name_failures: bool = False) -> str:
     failed = [c.name for c in result.checks if not c.ok]
     status = "consistent" if result.ok else f"{len(failed)} of {len(result.checks)} checks FAILED"
@@ -108,30 +112,14 @@ def _summary(result: Any, *, name_failures: bool = False) -> str:
         status += f" ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})"
     verdict = f", verdict {result.verdict}" if result.verdict else ""
     signer = f", signed by {result.signer}" if result.signer else ""
-    return f"{result.path}: {result.kind} {status}{verdict}{signer}"
-
-
-def _trust(keys: tuple[Path, ...], trust_file: Path | None, fingerprints: tuple[str, ...]) -> Any:
-    """The keys an auditor trusts, from every flag together; None when no trust was given."""
-    from invarlock_provider.storage.signing import (
-        Trust,
-        TrustedKey,
-        check_fingerprint,
-        fingerprint_of,
-        load_public_key,
-        load_trust_file,
-    )
-
-    trusted = [TrustedKey(str(path), fingerprint_of(load_public_key(path))) for path in keys]
-    trusted += load_trust_file(trust_file) if trust_file else []
-    trusted += [TrustedKey("--fingerprint", check_fingerprint(f, "--fingerprint")) for f in fingerprints]
-    return Trust(tuple(trusted)) if keys or trust_file or fingerprints else None
+    trusted = f" (trusted: {result.trusted})" if result.trusted else ""
+    return f"{result.path}: {result.kind} {status}{verdict}{signer}{trusted}"
 
 
 def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: Any) -> None:
     """Every bundle under a prefix, as `ls` lists them: one line each, then a total."""
     from invarlock_provider.reporting.verify import MalformedEvidenceError
-    from invarlock_provider.storage.archive import verify_bundles
+    from invarlock_provider.storage.bundle_reader import verify_bundles
     from invarlock_provider.storage.stores import check_store
 
     if store.uri.scheme == "s3":

@@ -7,13 +7,17 @@ releases: the same corpus tokens + seed give the same windows on any machine, fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from invarlock_provider.errors import BadInputError
+
+MAX_CANDIDATES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,23 @@ def plan_windows(n_tokens: int, window_len: int, stride: int, preview_n: int, fi
             f"(stride {stride}), but preview_n + final_n = {wanted} were requested; "
             f"lower the window counts to at most {candidates} in total or use a longer corpus"
         )
-    ranked = sorted(range(candidates), key=lambda index: _rank(seed, index))
-    return WindowPlan(
-        preview_ids=tuple(sorted(ranked[:preview_n])),
-        final_ids=tuple(sorted(ranked[preview_n:wanted])),
-        candidates=candidates,
-    )
+    if candidates > MAX_CANDIDATES:
+        raise BadInputError(
+            f"corpus too long: {n_tokens} tokens give {candidates} candidate windows (stride {stride}), more than "
+            f"the {MAX_CANDIDATES} a report may record (verify recomputes the selection); raise the stride"
+        )
+    preview_ids, final_ids = select_window_ids(candidates, preview_n, final_n, seed)
+    return WindowPlan(preview_ids=preview_ids, final_ids=final_ids, candidates=candidates)
+
+
+@functools.lru_cache(maxsize=32)
+def select_window_ids(candidates: int, preview_n: int, final_n: int, seed: int) -> tuple[tuple[int, ...], ...]:
+    """The preview and final window ids the seed picks among ``candidates``, each in corpus order.
+
+    ``verify`` calls this too: the ids a report lists must be exactly these, so no window can be
+    dropped or swapped after the fact. Cached, since subject and baseline share their selection."""
+    ranked = heapq.nsmallest(preview_n + final_n, range(candidates), key=lambda index: _rank(seed, index))
+    return tuple(sorted(ranked[:preview_n])), tuple(sorted(ranked[preview_n:]))
 
 
 def _rank(seed: int, index: int) -> bytes:

@@ -181,9 +181,15 @@ def _reason(entry: dict[str, Any]) -> str:
     return f"{entry['name']}: {entry['value']} not {entry['comparison']} {entry['limit']}{detail}"
 
 
+PINNED_DIR = "by-sha256"
+
+
 def run_name(report_path: Path) -> str:
-    """runs/<name>/<timestamp>/report.json -> <name>; reports/<name>/report.json -> <name>."""
+    """runs/<name>/<timestamp>/report.json -> <name>; reports/<name>/report.json -> <name>;
+    reports/<name>/by-sha256/<sha256>/report.json -> <name>."""
     parent = report_path.resolve().parent
+    if parent.parent.name == PINNED_DIR:
+        return parent.parent.parent.name
     return parent.parent.name if RUN_DIR_PATTERN.match(parent.name) else parent.name
 
 
@@ -194,26 +200,42 @@ def write_evaluation(
     policy: TierPolicy,
     *,
     copy_baseline: bool = False,
-) -> tuple[Path, dict[str, Any]]:
-    """Write report.json (subject copy), optionally the baseline copy, then the evaluation."""
+) -> tuple[Path, dict[str, Any], list[Path]]:
+    """Write report.json (subject copy), optionally the baseline copies, then the evaluation.
+
+    The baseline is copied twice beside ``output_dir``: ``<name>/report.json``, the newest baseline of
+    that name, which the next copy replaces, and ``<name>/by-sha256/<sha256>/report.json``, which is
+    never replaced and is what the evaluation references, so an evaluation not yet archived still
+    verifies after a newer baseline of the same name was copied. Returns the evaluation's path, the
+    evaluation, and the files written beside ``output_dir`` (a store publish has to upload them too).
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
+    beside: list[Path] = []
     if copy_baseline:
-        baseline_copy = output_dir.parent / run_name(baseline.path) / REPORT_FILE
-        if baseline_copy.parent.resolve() == output_dir.resolve():
+        folder = output_dir.parent / run_name(baseline.path)
+        if folder.resolve() == output_dir.resolve():
             raise BadInputError(
                 f"--copy-baseline would write the baseline over the subject in {output_dir}; "
                 "choose an --output name different from the baseline's run name"
             )
-        if baseline_copy.resolve() != baseline.path.resolve():
-            write_bytes_atomic(baseline_copy, baseline.raw)
-        baseline = RunReport(path=baseline_copy, raw=baseline.raw, data=baseline.data)
+        pinned = folder / PINNED_DIR / baseline.sha256 / REPORT_FILE
+        if not pinned.is_file():
+            write_bytes_atomic(pinned, baseline.raw)  # identical bytes from any writer: a race replaces nothing
+            beside.append(pinned)
+        elif sha256_bytes(pinned.read_bytes()) != baseline.sha256:
+            raise BadInputError(f"{pinned}: content differs from the sha256 its folder names; remove the damaged copy")
+        newest = folder / REPORT_FILE
+        if newest.resolve() != baseline.path.resolve():
+            write_bytes_atomic(newest, baseline.raw)
+            beside.append(newest)
+        baseline = RunReport(path=pinned, raw=baseline.raw, data=baseline.data)
     evaluation = build_evaluation(subject, baseline, policy, output_dir=output_dir)
     if (output_dir / REPORT_FILE).resolve() != subject.path.resolve():
         write_bytes_atomic(output_dir / REPORT_FILE, subject.raw)
     (output_dir / HTML_FILE).unlink(missing_ok=True)  # rendered from an older evaluation
     target = output_dir / EVALUATION_FILE
     write_json_atomic(target, evaluation)
-    return target, evaluation
+    return target, evaluation, beside
 
 
 def copy_run_events(run_dir: Path, output_dir: Path) -> bool:

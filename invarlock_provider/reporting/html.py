@@ -410,10 +410,12 @@ def write_html(evaluation_path: Path, evaluation: dict[str, Any]) -> Path:
     from invarlock_provider.fileio import write_text_atomic
     from invarlock_provider.reporting.evaluation import HTML_FILE
     from invarlock_provider.reporting.verify import load_referenced_report
+    from invarlock_provider.storage.bundle import MANIFEST_FILE
 
     folder = evaluation_path.parent
-    subject = load_referenced_report(folder, "subject", evaluation["subject"])
-    baseline = load_referenced_report(folder, "baseline", evaluation["baseline"])
+    bundle = (folder / MANIFEST_FILE).is_file()  # a fetched bundle: its baseline is baseline/report.json
+    subject = load_referenced_report(folder, "subject", evaluation["subject"], bundle=bundle)
+    baseline = load_referenced_report(folder, "baseline", evaluation["baseline"], bundle=bundle)
     target = folder / HTML_FILE
     write_text_atomic(target, render_html(evaluation, subject, baseline))
     return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from invarlock_provider.resources import configs_dir
 
 TIERS_SCHEMA = "invarlock.tiers/1"
 TIERS = ("balanced", "conservative", "aggressive")
+# The bootstrap is re-run by every verify and every page view: its cost (replicates x windows) is
+# bounded by what a policy may ask for, not by whoever wrote the snapshot.
+MIN_REPLICATES, MAX_REPLICATES = 100, 20_000
 _REQUIRED = {
     "ratio_limit": (int, float),
     "hysteresis": (int, float),
@@ -56,34 +60,55 @@ def load_tier(tier: str, path: Path | None = None) -> TierPolicy:
         known = ", ".join(tiers) if isinstance(tiers, dict) else "none"
         raise BadInputError(f"{path}: no tier {tier!r} (tiers: {known})")
     snapshot = deep_merge(document.get("defaults") or {}, tiers[tier] or {})
-    for key, expected in _REQUIRED.items():
-        if not isinstance(snapshot.get(key), expected) or isinstance(snapshot.get(key), bool):
-            raise BadInputError(f"{path}: tiers.{tier}.{key} missing or of the wrong type")
-    band = snapshot["drift_band"]
-    if len(band) != 2 or not band[0] < band[1]:
-        raise BadInputError(f"{path}: tiers.{tier}.drift_band must be [low, high] with low < high")
-    bootstrap = snapshot["bootstrap"]
-    if not isinstance(bootstrap.get("replicates"), int) or bootstrap["replicates"] < 100:
-        raise BadInputError(f"{path}: tiers.{tier}.bootstrap.replicates must be an integer >= 100")
-    if not 0 < float(bootstrap.get("confidence", 0)) < 1:
-        raise BadInputError(f"{path}: tiers.{tier}.bootstrap.confidence must be in (0, 1)")
-    if not isinstance(bootstrap.get("seed"), int):
-        raise BadInputError(f"{path}: tiers.{tier}.bootstrap.seed must be an integer")
-    _check_spectral_caps(path, tier, snapshot["guards"].get("spectral"))
+    check_policy(snapshot, f"{path}: tiers.{tier}")
     return TierPolicy(tier=tier, snapshot={"tier": tier, **snapshot})
 
 
-def _check_spectral_caps(path: Path, tier: str, caps: Any) -> None:
-    where = f"{path}: tiers.{tier}.guards.spectral"
+def check_policy(snapshot: Any, where: str) -> None:
+    """A tier policy, from tiers.yaml or from an evaluation's snapshot: every field a gate or the
+    bootstrap reads, of the right type and within bounds, so a hostile snapshot can neither crash a
+    verification nor make it run for minutes."""
+    if not isinstance(snapshot, dict):
+        raise BadInputError(f"{where}: expected a mapping")
+    for key, expected in _REQUIRED.items():
+        if not isinstance(snapshot.get(key), expected) or isinstance(snapshot.get(key), bool):
+            raise BadInputError(f"{where}.{key} missing or of the wrong type")
+    for key in ("ratio_limit", "hysteresis", "tail_q95_limit"):
+        if not math.isfinite(snapshot[key]) or snapshot[key] < 0:
+            raise BadInputError(f"{where}.{key} must be a finite number >= 0")
+    band = snapshot["drift_band"]
+    if len(band) != 2 or not all(_number(v) for v in band) or not band[0] < band[1]:
+        raise BadInputError(f"{where}.drift_band must be [low, high] with low < high")
+    bootstrap = snapshot["bootstrap"]
+    replicates = bootstrap.get("replicates")
+    if (
+        not isinstance(replicates, int)
+        or isinstance(replicates, bool)
+        or not MIN_REPLICATES <= replicates <= MAX_REPLICATES
+    ):
+        raise BadInputError(
+            f"{where}.bootstrap.replicates must be an integer from {MIN_REPLICATES} to {MAX_REPLICATES}"
+        )
+    confidence = bootstrap.get("confidence")
+    if not _number(confidence) or not 0 < confidence < 1:
+        raise BadInputError(f"{where}.bootstrap.confidence must be in (0, 1)")
+    seed = bootstrap.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise BadInputError(f"{where}.bootstrap.seed must be an integer >= 0")
+    _check_spectral_caps(where, snapshot["guards"].get("spectral"))
+
+
+def _check_spectral_caps(policy: str, caps: Any) -> None:
+    where = f"{policy}.guards.spectral"
     if not isinstance(caps, dict):
         raise BadInputError(f"{where} missing (ratio_cap, z_cap, deadband, max_caps)")
     for key, floor in (("ratio_cap", 1.0), ("z_cap", 0.0)):
         per_family = caps.get(key)
         if not isinstance(per_family, dict) or set(per_family) != set(SPECTRAL_FAMILIES):
             raise BadInputError(f"{where}.{key} must map exactly {', '.join(SPECTRAL_FAMILIES)} to numbers")
-        if not all(_number(v) and v > floor for v in per_family.values()):
+        if not all(_number(v) and math.isfinite(v) and v > floor for v in per_family.values()):
             raise BadInputError(f"{where}.{key} values must be numbers > {floor:g}")
-    if not _number(caps.get("deadband")) or caps["deadband"] < 0:
+    if not _number(caps.get("deadband")) or not 0 <= caps["deadband"] < math.inf:
         raise BadInputError(f"{where}.deadband must be a number >= 0")
     if not isinstance(caps.get("max_caps"), int) or isinstance(caps["max_caps"], bool) or caps["max_caps"] < 0:
         raise BadInputError(f"{where}.max_caps must be an integer >= 0")

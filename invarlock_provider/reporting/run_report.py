@@ -6,18 +6,24 @@ must refer to exactly the file that was read, not to a re-serialisation of it.
 
 from __future__ import annotations
 
-import json
-import math
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_bytes
+from invarlock_provider.guards.record import SPECTRAL
+from invarlock_provider.strict_json import MalformedJSONError, expect, loads_object
 
 REPORT_SCHEMA = "invarlock.report/1"
 SPLITS = ("preview", "final")
 WINDOW_FIELDS = ("window_ids", "token_digests", "logloss", "token_counts")
+# Bounds on what a run can have produced; beyond them a number is not a measurement and would
+# overflow the statistics recomputed from it (exp of a ratio, a sigma ratio).
+MAX_WINDOWS = 100_000
+MIN_LOGLOSS, MAX_LOGLOSS = -1.0, 100.0
+MIN_SIGMA, MAX_SIGMA = 1e-30, 1e12
 
 
 @dataclass(frozen=True)
@@ -50,16 +56,13 @@ def load_run_report(path: Path, role: str) -> RunReport:
 
 
 def parse_run_report(raw: bytes, path: Path, role: str) -> RunReport:
+    """Everything an evaluation or ``verify`` reads from a run report, checked before it is used:
+    a report is evidence read years later, possibly after a bucket writer changed it."""
     where = f"{role} report {path}"
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        detail = (
-            f"line {exc.lineno} column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        )
-        raise BadInputError(f"{where}: not valid JSON (truncated or corrupt?) at {detail}") from None
-    if not isinstance(data, dict):
-        raise BadInputError(f"{where}: expected a JSON object")
+        data = loads_object(raw, where)
+    except MalformedJSONError as exc:
+        raise BadInputError(f"{exc} (truncated or corrupt?)") from None
     schema = data.get("schema_version")
     if schema != REPORT_SCHEMA:
         raise BadInputError(f"{where}: unknown schema_version {schema!r} (this tool reads {REPORT_SCHEMA!r})")
@@ -69,25 +72,98 @@ def parse_run_report(raw: bytes, path: Path, role: str) -> RunReport:
     for section in ("run_id", "meta", "data", "evaluation_windows"):
         if section not in data:
             raise BadInputError(f"{where}: missing '{section}'")
-    guards = data.get("guards", [])
-    if not isinstance(guards, list) or not all(
-        isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool) for g in guards
-    ):
-        raise BadInputError(f"{where}: guards must be a list of objects with name and passed")
-    for split in SPLITS:
-        block = data["evaluation_windows"].get(split)
-        if not isinstance(block, dict):
-            raise BadInputError(f"{where}: missing evaluation_windows.{split}")
-        lengths = set()
-        for name in WINDOW_FIELDS:
-            values = block.get(name)
-            if not isinstance(values, list):
-                raise BadInputError(f"{where}: evaluation_windows.{split}.{name} must be a list")
-            lengths.add(len(values))
-        if len(lengths) != 1:
-            raise BadInputError(f"{where}: evaluation_windows.{split} lists have different lengths")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in block["logloss"]):
-            raise BadInputError(f"{where}: evaluation_windows.{split}.logloss holds non-finite values")
-        if not all(isinstance(v, int) and v > 0 for v in block["token_counts"]):
-            raise BadInputError(f"{where}: evaluation_windows.{split}.token_counts must be positive integers")
+    try:
+        _check_sections(data, where)
+        _check_guards(data.get("guards", []), where)
+        for split in SPLITS:
+            _check_windows(data, split, where)
+    except MalformedJSONError as exc:
+        raise BadInputError(str(exc)) from None
     return RunReport(path=path, raw=raw, data=data)
+
+
+def _check_sections(data: dict[str, Any], where: str) -> None:
+    expect(data["run_id"], str, f"{where}: run_id")
+    meta = expect(data["meta"], dict, f"{where}: meta")
+    for key in ("model_id", "weights_digest", "tokenizer_hash"):
+        expect(meta.get(key), (str, type(None)), f"{where}: meta.{key}")
+    expect(data.get("edit"), (dict, type(None)), f"{where}: edit")
+    block = expect(data["data"], dict, f"{where}: data")
+    for key in ("seq_len", "stride"):
+        if expect(block.get(key), int, f"{where}: data.{key}") < 1:
+            raise MalformedJSONError(f"{where}: data.{key} must be at least 1")
+    for key in ("preview_n", "final_n"):
+        count = expect(block.get(key), int, f"{where}: data.{key}")
+        if not 0 <= count <= MAX_WINDOWS:
+            raise MalformedJSONError(f"{where}: data.{key} {count} is out of range (0-{MAX_WINDOWS})")
+    for key in ("candidate_windows", "seed"):
+        expect(block.get(key, 0), int, f"{where}: data.{key}")
+    for key in ("dataset_digest", "windows_digest"):
+        expect(block.get(key), (str, type(None)), f"{where}: data.{key}")
+    primary = data["metrics"]["primary_metric"]
+    for split in SPLITS:
+        expect(primary.get(split), (int, float, type(None)), f"{where}: metrics.primary_metric.{split}")
+    expect(data["evaluation_windows"], dict, f"{where}: evaluation_windows")
+
+
+def _check_guards(guards: Any, where: str) -> None:
+    guards = expect(guards, list, f"{where}: guards")
+    for number, entry in enumerate(guards):
+        label = f"{where}: guards[{number}]"
+        guard = expect(entry, dict, label)
+        if not isinstance(guard.get("name"), str) or not isinstance(guard.get("passed"), bool):
+            raise MalformedJSONError(f"{label}: guards must be a list of objects with name and passed")
+        metrics = expect(guard.get("metrics", {}), dict, f"{label}.metrics")
+        violations = expect(guard.get("violations", []), list, f"{label}.violations")
+        if not all(isinstance(v, str) for v in violations):
+            raise MalformedJSONError(f"{label}.violations: expected a list of strings")
+        if guard["name"] == SPECTRAL:
+            _check_spectral_modules(metrics.get("modules", []), f"{label}.metrics.modules")
+
+
+def _check_spectral_modules(modules: Any, where: str) -> None:
+    for number, entry in enumerate(expect(modules, list, where)):
+        module = expect(entry, dict, f"{where}[{number}]")
+        expect(module.get("name"), str, f"{where}[{number}].name")
+        expect(module.get("family"), str, f"{where}[{number}].family")
+        expect(module.get("layer"), (int, type(None)), f"{where}[{number}].layer")
+        sigma = expect(module.get("sigma_max"), (int, float), f"{where}[{number}].sigma_max")
+        if not (sigma == 0 or MIN_SIGMA <= sigma <= MAX_SIGMA):
+            raise MalformedJSONError(
+                f"{where}[{number}].sigma_max {sigma} is out of range (0 or {MIN_SIGMA}-{MAX_SIGMA:g})"
+            )
+
+
+def _check_windows(data: dict[str, Any], split: str, where: str) -> None:
+    block = data["evaluation_windows"].get(split)
+    if not isinstance(block, dict):
+        raise MalformedJSONError(f"{where}: missing evaluation_windows.{split}")
+    lengths = set()
+    for name in WINDOW_FIELDS:
+        values = block.get(name)
+        if not isinstance(values, list):
+            raise MalformedJSONError(f"{where}: evaluation_windows.{split}.{name} must be a list")
+        lengths.add(len(values))
+    if len(lengths) != 1:
+        raise MalformedJSONError(f"{where}: evaluation_windows.{split} lists have different lengths")
+    ids = block["window_ids"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ids):
+        raise MalformedJSONError(f"{where}: evaluation_windows.{split}.window_ids must be integers >= 0")
+    if any(later <= earlier for earlier, later in itertools.pairwise(ids)):
+        raise MalformedJSONError(f"{where}: evaluation_windows.{split}.window_ids must be increasing (corpus order)")
+    if not all(isinstance(v, str) and len(v) == 64 for v in block["token_digests"]):
+        raise MalformedJSONError(f"{where}: evaluation_windows.{split}.token_digests must be sha256 hex strings")
+    if not all(_number(v) and MIN_LOGLOSS <= v <= MAX_LOGLOSS for v in block["logloss"]):
+        raise MalformedJSONError(
+            f"{where}: evaluation_windows.{split}.logloss holds values that are not finite nats per token "
+            f"({MIN_LOGLOSS} to {MAX_LOGLOSS})"
+        )
+    seq_len = data["data"]["seq_len"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= seq_len for v in block["token_counts"]):
+        raise MalformedJSONError(
+            f"{where}: evaluation_windows.{split}.token_counts must be positive integers up to seq_len {seq_len}"
+        )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

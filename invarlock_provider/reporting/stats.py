@@ -16,8 +16,13 @@ from statistics import NormalDist
 
 import numpy as np
 
+from invarlock_provider.errors import BadInputError
+
 _NORMAL = NormalDist()
 _RESAMPLE_CHUNK = 512
+# Window draws of one interval (replicates x windows): verify and every page view redo them, so
+# a policy or a report cannot ask for more than about a second of work (3,200 x 10,000 windows fits).
+MAX_BOOTSTRAP_DRAWS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ def jackknife_ratios(delta: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def bca_interval(
     delta: np.ndarray, weights: np.ndarray, *, replicates: int, confidence: float, seed: int
 ) -> RatioInterval:
+    if replicates * len(delta) > MAX_BOOTSTRAP_DRAWS:
+        raise BadInputError(
+            f"bootstrap of {replicates} replicates over {len(delta)} windows is more than the "
+            f"{MAX_BOOTSTRAP_DRAWS} draws an interval may take; lower bootstrap.replicates"
+        )
     delta = np.asarray(delta, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     theta = ppl_ratio(delta, weights)

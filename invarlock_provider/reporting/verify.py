@@ -2,20 +2,23 @@
 
 An auditor runs this years later with only this package: it checks the evaluation's own content
 digest, the sha256 of both referenced run reports and what the evaluation says about each (run id,
-model, weights digest, edit), the policy digest of the stored snapshot, and then recomputes
-pairing, the ratio, its interval, every gate and the verdict from the stored per-window values.
-Anything that does not match is a named failed check.
+model, weights digest, edit), the policy digest of the stored snapshot, that each report's windows
+are the ones its seed selects, and then recomputes pairing, the ratio, its interval, every gate and
+the verdict from the stored per-window values. Anything that does not match is a named failed
+check. Evidence is hostile input: it is parsed strictly, every reference must stay where it
+belongs (in a bundle: the bundle's own two reports), and every bound is checked before any work.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.windows import MAX_CANDIDATES, select_window_ids
 from invarlock_provider.fileio import sha256_bytes
 from invarlock_provider.layout import REPORT_FILE
 from invarlock_provider.reporting.evaluation import (
@@ -26,13 +29,17 @@ from invarlock_provider.reporting.evaluation import (
     content_digest,
     reference_fields,
 )
-from invarlock_provider.reporting.policy import TierPolicy, policy_digest
-from invarlock_provider.reporting.run_report import RunReport, parse_run_report
+from invarlock_provider.reporting.policy import TierPolicy, check_policy, policy_digest
+from invarlock_provider.reporting.run_report import SPLITS, RunReport, parse_run_report
+from invarlock_provider.reporting.stats import MAX_BOOTSTRAP_DRAWS
+from invarlock_provider.strict_json import MalformedJSONError, expect_digest, loads_object
 
 BASELINE_DIR = "baseline"
 RATIO_TOLERANCE = 1e-9
 CI_TOLERANCE = 1e-6
+MAX_REPORT_BYTES = 64 * 1024 * 1024
 _REQUIRED_KEYS = ("subject", "baseline", "policy", "policy_digest", "gates", "verdict", "tier", DIGEST_FIELD)
+ROLES = ("subject", "baseline")
 
 
 class MalformedEvidenceError(BadInputError):
@@ -53,6 +60,10 @@ class Verification:
     checks: list[Check] = field(default_factory=list)
     verdict: str | None = None
     signer: str | None = None  # the fingerprint of a valid signature's key (a signed bundle)
+    trusted: str | None = None  # the trusted key's name, when trust was given and the signature is trusted
+    manifest_etag: str | None = None  # a bundle's manifest as the store identified it when it was read
+    evaluation: dict[str, Any] | None = field(default=None, repr=False)
+    reports: dict[str, RunReport] = field(default_factory=dict, repr=False)  # the reports checked, by role
 
     @property
     def ok(self) -> bool:
@@ -61,6 +72,9 @@ class Verification:
     def add(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, ok, detail))
 
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
@@ -68,6 +82,7 @@ class Verification:
             "ok": self.ok,
             "verdict": self.verdict,
             "signer": self.signer,
+            "trusted": self.trusted,
             "checks": [check.__dict__ for check in self.checks],
         }
 
@@ -78,16 +93,33 @@ def verify_path(path: Path) -> Verification:
         return verify_evaluation(folder)
     if (folder / REPORT_FILE).is_file():
         result = Verification(path=folder, kind="run_report")
-        raw = (folder / REPORT_FILE).read_bytes()
-        report = parse_run_report(raw, folder / REPORT_FILE, "run")
+        report = parse_run_report(read_bounded(folder / REPORT_FILE), folder / REPORT_FILE, "run")
         result.add("report.schema", True, f"{report.run_id}, sha256 {report.sha256}")
+        for name, ok, detail in window_checks(report):
+            result.add(f"run.{name}", ok, detail)
         return result
     raise MalformedEvidenceError(f"{path}: no {EVALUATION_FILE} or {REPORT_FILE} to verify")
 
 
-def verify_evaluation(folder: Path) -> Verification:
+def read_bounded(path: Path, limit: int = MAX_REPORT_BYTES) -> bytes:
+    """A file's bytes, refused (one line) when it is larger than any evidence file may be."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise MalformedEvidenceError(f"{path}: {size} bytes, more than the {limit} an evidence file may have")
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise MalformedEvidenceError(f"{path}: a folder where a file was expected") from None
+    except OSError as exc:
+        raise MalformedEvidenceError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def verify_evaluation(folder: Path, *, bundle: bool = False) -> Verification:
+    """``bundle``: the folder is an evidence bundle, whose evaluation may only refer to the bundle's
+    own ``report.json`` (subject) and ``baseline/report.json``; elsewhere (a reports folder) the
+    baseline is found where its relative path says."""
     evaluation = load_evaluation(folder / EVALUATION_FILE)
-    result = Verification(path=folder, kind="evaluation", verdict=evaluation["verdict"])
+    result = Verification(path=folder, kind="evaluation", verdict=evaluation["verdict"], evaluation=evaluation)
     stored_digest = evaluation[DIGEST_FIELD]
     actual_digest = content_digest(evaluation)
     result.add(
@@ -97,30 +129,33 @@ def verify_evaluation(folder: Path) -> Verification:
         if stored_digest != actual_digest
         else actual_digest,
     )
-    reports = {role: _check_reference(folder, role, evaluation[role], result) for role in ("subject", "baseline")}
+    for role in ROLES:
+        report = _check_reference(folder, role, evaluation[role], result, bundle=bundle)
+        if report is not None:
+            result.reports[role] = report
+            for name, ok, detail in window_checks(report):
+                result.add(f"{role}.{name}", ok, detail)
     stored_policy_digest = policy_digest(evaluation["policy"])
     result.add(
         "policy_digest",
         stored_policy_digest == evaluation["policy_digest"],
         f"stored {evaluation['policy_digest']}, recomputed {stored_policy_digest}",
     )
-    subject, baseline = reports["subject"], reports["baseline"]
-    if subject is not None and baseline is not None:
-        _check_recomputation(folder, evaluation, subject, baseline, result)
+    try:
+        check_policy(evaluation["policy"], "policy")
+    except BadInputError as exc:
+        result.add("policy", False, f"the stored policy cannot judge anything: {exc}")
+        return result
+    if len(result.reports) == len(ROLES):
+        _check_recomputation(folder, evaluation, result.reports["subject"], result.reports["baseline"], result)
     return result
 
 
 def load_evaluation(path: Path) -> dict[str, Any]:
     try:
-        evaluation = json.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise MalformedEvidenceError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except UnicodeDecodeError:
-        raise MalformedEvidenceError(f"{path}: not UTF-8 JSON") from None
-    if not isinstance(evaluation, dict):
-        raise MalformedEvidenceError(f"{path}: expected a JSON object")
+        evaluation = loads_object(read_bounded(path), str(path))
+    except MalformedJSONError as exc:
+        raise MalformedEvidenceError(str(exc)) from None
     if evaluation.get("schema_version") != EVALUATION_SCHEMA:
         raise MalformedEvidenceError(
             f"{path}: unknown schema_version {evaluation.get('schema_version')!r} (expected {EVALUATION_SCHEMA!r})"
@@ -128,42 +163,70 @@ def load_evaluation(path: Path) -> dict[str, Any]:
     missing = [key for key in _REQUIRED_KEYS if key not in evaluation]
     if missing:
         raise MalformedEvidenceError(f"{path}: missing {', '.join(missing)}")
-    for role in ("subject", "baseline"):
+    for role in ROLES:
         reference = evaluation[role]
-        if not isinstance(reference, dict) or not {"path", "sha256"} <= set(reference):
+        if not isinstance(reference, dict) or not isinstance(reference.get("path"), str):
             raise MalformedEvidenceError(f"{path}: {role} must hold path and sha256")
+        try:
+            expect_digest(reference.get("sha256"), f"{path}: {role}.sha256")
+        except MalformedJSONError as exc:
+            raise MalformedEvidenceError(str(exc)) from None
+    if evaluation["verdict"] not in ("PASS", "FAIL"):
+        raise MalformedEvidenceError(f"{path}: verdict must be PASS or FAIL, found {evaluation['verdict']!r}")
+    for key, kind in (("tier", str), ("policy_digest", str), (DIGEST_FIELD, str), ("gates", list), ("policy", dict)):
+        if not isinstance(evaluation[key], kind):
+            raise MalformedEvidenceError(f"{path}: {key} must be a {kind.__name__}")
+    if not isinstance(evaluation.get("primary_metric"), (dict, type(None))):
+        raise MalformedEvidenceError(f"{path}: primary_metric must be an object or null")
     return evaluation
 
 
-def reference_candidates(folder: Path, role: str, reference: dict[str, Any]) -> list[Path]:
-    """Where a referenced report may be: its recorded relative path, or baseline/ inside a bundle."""
-    candidates = [folder / reference["path"]]
-    if role == "baseline":
-        candidates.append(folder / BASELINE_DIR / REPORT_FILE)
-    return candidates
+def reference_location(folder: Path, role: str, reference: dict[str, Any], *, bundle: bool) -> Path:
+    """The file a reference names. A subject is always the folder's own report.json; in a bundle the
+    baseline is always baseline/report.json; a path is relative and plain, never absolute."""
+    recorded = reference["path"]
+    if role == "subject":
+        if recorded != REPORT_FILE:
+            raise MalformedEvidenceError(
+                f"the evaluation's subject is {recorded!r}; an evaluation's subject is always its own {REPORT_FILE}"
+            )
+        return folder / REPORT_FILE
+    if bundle:
+        return folder / BASELINE_DIR / REPORT_FILE
+    if not recorded or "\\" in recorded or "\x00" in recorded or posixpath.isabs(recorded):
+        raise MalformedEvidenceError(f"the baseline reference {recorded!r} is not a relative path")
+    return folder / recorded
 
 
-def load_referenced_report(folder: Path, role: str, reference: dict[str, Any]) -> RunReport:
+def load_referenced_report(folder: Path, role: str, reference: dict[str, Any], *, bundle: bool = False) -> RunReport:
     """The referenced report, only if its bytes still match the recorded sha256."""
-    candidates = reference_candidates(folder, role, reference)
-    for path in candidates:
-        if path.is_file():
-            raw = path.read_bytes()
-            if sha256_bytes(raw) != reference["sha256"]:
-                raise BadInputError(f"{path}: sha256 does not match the evaluation's record; run invarlock verify")
-            return parse_run_report(raw, path, role)
-    raise BadInputError(f"{role} report missing: looked for {', '.join(str(p) for p in candidates)}")
+    path = reference_location(folder, role, reference, bundle=bundle)
+    if not path.is_file():
+        raise BadInputError(f"{role} report missing: {path}")
+    raw = read_bounded(path)
+    if sha256_bytes(raw) != reference["sha256"]:
+        raise BadInputError(f"{path}: sha256 does not match the evaluation's record; run invarlock verify")
+    return parse_run_report(raw, path, role)
 
 
-def _check_reference(folder: Path, role: str, reference: dict[str, Any], result: Verification) -> RunReport | None:
+def _check_reference(
+    folder: Path, role: str, reference: dict[str, Any], result: Verification, *, bundle: bool
+) -> RunReport | None:
     """Find the referenced report and check its sha256, recording the outcome."""
-    candidates = reference_candidates(folder, role, reference)
-    found = next((path for path in candidates if path.is_file()), None)
     name = f"{role}.sha256"
-    if found is None:
-        result.add(name, False, f"{role} report missing: looked for {', '.join(str(p) for p in candidates)}")
+    try:
+        found = reference_location(folder, role, reference, bundle=bundle)
+    except MalformedEvidenceError as exc:
+        result.add(f"{role}.path", False, str(exc))
         return None
-    raw = found.read_bytes()
+    if not found.is_file():
+        result.add(name, False, f"{role} report missing: {found}")
+        return None
+    try:
+        raw = read_bounded(found)
+    except MalformedEvidenceError as exc:
+        result.add(name, False, str(exc))
+        return None
     actual = sha256_bytes(raw)
     if actual != reference["sha256"]:
         result.add(name, False, f"{found} changed: sha256 {actual}, evaluation records {reference['sha256']}")
@@ -190,16 +253,54 @@ def _check_reference_fields(role: str, reference: dict[str, Any], report: RunRep
         )
 
 
+def window_checks(report: RunReport) -> list[tuple[str, bool, str]]:
+    """A report's windows are the ones its seed selects: as many as ``preview_n``/``final_n`` say,
+    with exactly the ids the sha256 ranking picks among its candidate windows. Dropping, adding or
+    swapping windows after the fact (and recomputing every digest) fails here."""
+    data = report.data["data"]
+    checks = []
+    for split in SPLITS:
+        listed = len(report.windows(split)["window_ids"])
+        wanted = data[f"{split}_n"]
+        checks.append((f"windows.{split}_n", listed == wanted, f"{listed} windows listed, data.{split}_n {wanted}"))
+    candidates, seed = data.get("candidate_windows"), data.get("seed")
+    if not isinstance(candidates, int) or not isinstance(seed, int) or not 0 <= candidates <= MAX_CANDIDATES:
+        detail = f"data.candidate_windows {candidates!r} and data.seed {seed!r} cannot reproduce the selection"
+        return [*checks, ("windows.selection", False, detail)]
+    if data["preview_n"] + data["final_n"] > candidates or seed < 0:
+        return [*checks, ("windows.selection", False, f"{candidates} candidate windows cannot hold the windows listed")]
+    expected = select_window_ids(candidates, data["preview_n"], data["final_n"], seed)
+    for split, ids in zip(SPLITS, expected, strict=True):
+        listed = tuple(report.windows(split)["window_ids"])
+        differing = len(set(listed) ^ set(ids))
+        checks.append(
+            (
+                f"windows.{split}_ids",
+                listed == ids,
+                f"the {len(ids)} ids seed {seed} selects among {candidates} candidates"
+                if listed == ids
+                else f"{differing} window ids differ from those seed {seed} selects among {candidates} candidates",
+            )
+        )
+    return checks
+
+
 def _check_recomputation(
     folder: Path, evaluation: dict[str, Any], subject: RunReport, baseline: RunReport, result: Verification
 ) -> None:
     policy = TierPolicy(tier=evaluation["tier"], snapshot=evaluation["policy"])
+    draws = policy["bootstrap"]["replicates"] * len(subject.windows("final")["logloss"])
+    if draws > MAX_BOOTSTRAP_DRAWS:
+        result.add("bootstrap.size", False, f"{draws} bootstrap draws, more than the {MAX_BOOTSTRAP_DRAWS} allowed")
+        return
     try:
         again = build_evaluation(subject, baseline, policy, output_dir=folder)
     except BadInputError as exc:
         result.add("pairing", False, str(exc))
         return
-    stored_pairing = (evaluation.get("pairing") or {}).get("ok")
+    stored_pairing = (
+        (evaluation.get("pairing") or {}).get("ok") if isinstance(evaluation.get("pairing"), dict) else None
+    )
     result.add(
         "pairing",
         again["pairing"]["ok"] == stored_pairing,
@@ -213,16 +314,18 @@ def _check_recomputation(
         for key in ("ratio", "preview_ratio", "drift"):
             _compare(result, f"primary_metric.{key}", stored_metric.get(key), metric[key], RATIO_TOLERANCE)
         _compare(result, "primary_metric.final_tokens", stored_metric.get("final_tokens"), metric["final_tokens"], 0)
+        stored_delta = stored_metric.get("delta_logloss")
         _compare(
             result,
             "primary_metric.delta_logloss.q95",
-            (stored_metric.get("delta_logloss") or {}).get("q95"),
+            stored_delta.get("q95") if isinstance(stored_delta, dict) else None,
             metric["delta_logloss"]["q95"],
             RATIO_TOLERANCE,
         )
+        stored_ci = stored_metric.get("ci")
         for bound, index in (("ci_low", 0), ("ci_high", 1)):
-            stored_ci = (stored_metric.get("ci") or [None, None])[index]
-            _compare(result, f"primary_metric.{bound}", stored_ci, metric["ci"][index], CI_TOLERANCE)
+            value = stored_ci[index] if isinstance(stored_ci, list) and len(stored_ci) == 2 else None
+            _compare(result, f"primary_metric.{bound}", value, metric["ci"][index], CI_TOLERANCE)
     stored_gates = {g.get("name"): g.get("passed") for g in evaluation["gates"] if isinstance(g, dict)}
     for entry in again["gates"]:
         name = entry["name"]
@@ -231,14 +334,16 @@ def _check_recomputation(
             stored_gates.get(name) == entry["passed"],
             f"recomputed passed={entry['passed']}, stored passed={stored_gates.get(name)}",
         )
-    stored_guards = {g.get("name"): g for g in evaluation.get("guards") or [] if isinstance(g, dict)}
+    guards = evaluation.get("guards") if isinstance(evaluation.get("guards"), list) else []
+    stored_guards = {g.get("name"): g for g in guards if isinstance(g, dict)}
     for comparison in again["guards"]:
         stored = stored_guards.get(comparison["name"]) or {}
+        violations = stored.get("violations")
         result.add(
             f"guard.{comparison['name']}",
-            stored.get("passed") == comparison["passed"] and stored.get("violations") == comparison["violations"],
+            stored.get("passed") == comparison["passed"] and violations == comparison["violations"],
             f"recomputed passed={comparison['passed']} with {len(comparison['violations'])} violations, "
-            f"stored passed={stored.get('passed')} with {len(stored.get('violations') or [])}",
+            f"stored passed={stored.get('passed')} with {len(violations) if isinstance(violations, list) else 0}",
         )
     result.add(
         "verdict",
@@ -248,5 +353,9 @@ def _check_recomputation(
 
 
 def _compare(result: Verification, name: str, stored: Any, recomputed: float, tolerance: float) -> None:
-    ok = isinstance(stored, (int, float)) and math.isclose(stored, recomputed, rel_tol=tolerance, abs_tol=tolerance)
+    ok = (
+        isinstance(stored, (int, float))
+        and not isinstance(stored, bool)
+        and math.isclose(stored, recomputed, rel_tol=tolerance, abs_tol=tolerance)
+    )
     result.add(name, ok, f"stored {stored}, recomputed {recomputed}")

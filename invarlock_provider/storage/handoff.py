@@ -3,6 +3,9 @@
 Each function takes a location as a person or an XCom gives it (a local path, ``file://`` or
 ``s3://``) and a private scratch folder for what has to be local while it is worked on; callers
 remove the scratch when they are done, so nothing of one task is left for another to trip over.
+The scratch mirrors the stores' keys, ``scratch/<bucket>/<key>``, for the runs read and the
+reports folder written alike: a relative path between two of them is the relative key between
+them in the bucket, so a reference written into an evaluation holds where it is published.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def load_run(reference: str, role: str, scratch: Path, settings: Any = None, sha
 
     location = work_location(reference, settings)
     if isinstance(location, RemoteFolder):
-        return load_run_report(fetch_report(location, scratch / role, sha256), role)
+        return load_run_report(fetch_report(location, scratch / location.store.uri.bucket, sha256), role)
     report = load_run_report(resolve_report(location), role)
     if sha256 and report.sha256 != sha256:
         raise BadInputError(f"{report.path}: sha256 {report.sha256} differs from {sha256} recorded by the caller")
@@ -73,15 +76,22 @@ def write_report(
     from invarlock_provider.reporting.html import write_html
 
     location = work_location(output, settings)
-    local = scratch / "reports" / location.name if isinstance(location, RemoteFolder) else location
-    target, evaluation = write_evaluation(local, subject, baseline, policy, copy_baseline=copy_baseline)
+    local = scratch / location.store.uri.bucket / location.key if isinstance(location, RemoteFolder) else location
+    theirs = _mirrored_bucket(baseline.path, scratch)
+    if not copy_baseline and theirs != _mirrored_bucket(local, scratch):
+        where = f"s3://{theirs}" if theirs else "a local folder"
+        raise BadInputError(
+            f"--output {output}: the baseline is in {where}, another store than the output, so the evaluation "
+            "cannot reference it by a relative path; pass --copy-baseline"
+        )
+    target, evaluation, beside = write_evaluation(local, subject, baseline, policy, copy_baseline=copy_baseline)
     events_copied = with_events and copy_run_events(subject.path.parent, local)
     if html:
         write_html(target, evaluation)
     page = HTML_FILE if html else EVALUATION_FILE
     started = time.perf_counter()
     if isinstance(location, RemoteFolder):
-        digest = publish_reports(local, location)
+        digest = publish_reports(local, location, beside)
         uri, page_uri, shown = location.child(EVALUATION_FILE).uri, location.child(page).uri, None
     else:
         digest = sha256_file(target)
@@ -90,6 +100,14 @@ def write_report(
     return WrittenReport(
         evaluation, uri, digest, location_uri(location), page_uri, shown or uri, events_copied, publish_s
     )
+
+
+def _mirrored_bucket(path: Path, scratch: Path) -> str | None:
+    """The bucket whose mirror in scratch holds ``path``; None for a local file, which is outside it."""
+    try:
+        return path.resolve().relative_to(scratch.resolve()).parts[0]
+    except ValueError:
+        return None
 
 
 def stage_reports(

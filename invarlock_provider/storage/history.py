@@ -1,22 +1,25 @@
-"""How each report name has moved over nights: one point per complete bundle, from its manifest.
+"""How each report has moved over nights: one point per complete bundle, from its manifest.
 
 A report name's history lists only ``<prefix>/<report name>/`` and reads one manifest per bundle
-(in parallel), so it never touches other names' bundles. The ratio gate's limit is not in the
-manifest; it is read from one evaluation per distinct policy digest the name was judged by.
+(in parallel), so it never touches other names' bundles. Reports are keyed by their path below the
+prefix (``teamA/quant8`` and ``teamB/quant8`` are two histories). The ratio gate's limit is not in
+the manifest; it is read from one evaluation per distinct policy digest the report was judged by.
+A bundle whose manifest cannot be read, or that lists files that are not there, is no point: it is
+reported by name in ``skipped``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from invarlock_provider.errors import BadInputError
+from invarlock_provider.errors import InvarlockError
 from invarlock_provider.reporting.evaluation import EVALUATION_FILE
-from invarlock_provider.storage.archive import BundleSummary, list_bundles
+from invarlock_provider.storage.bundle_reader import BundleSummary, list_bundles
 from invarlock_provider.storage.objectstore import ObjectStore
 from invarlock_provider.storage.uri import check_segment, join_key
+from invarlock_provider.strict_json import loads_object
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,14 @@ class HistoryPoint:
         return {**asdict(self), "created_at": self.created_at.isoformat(timespec="seconds")}
 
 
+@dataclass
+class History:
+    """Points per report (its path below the prefix), oldest first, and the bundles left out, with why."""
+
+    reports: dict[str, list[HistoryPoint]] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
 def report_history(
     store: ObjectStore,
     prefix: str,
@@ -44,22 +55,24 @@ def report_history(
     *,
     since: timedelta | None = None,
     now: datetime | None = None,
-) -> dict[str, list[HistoryPoint]]:
-    """Complete bundles under ``prefix`` (or only ``report_name``'s), oldest first, per report name."""
+) -> History:
+    """Complete bundles under ``prefix`` (or only ``report_name``'s), oldest first, per report."""
     where = join_key(prefix, check_segment(report_name, "report name")) if report_name else prefix
     cutoff = (now or datetime.now(UTC)) - since if since is not None else None
-    bundles = [
-        b
-        for b in list_bundles(store, where)
-        if b.complete and b.created_at is not None and report_name in (None, b.report_name)
-    ]
+    history = History()
+    bundles = []
+    for bundle in list_bundles(store, where):
+        if bundle.state == "damaged":
+            history.skipped.append((bundle.uri, bundle.problem or "damaged"))
+        elif bundle.complete and report_name in (None, bundle.report_name):
+            bundles.append(bundle)
     if cutoff is not None:
-        bundles = [b for b in bundles if b.created_at >= cutoff]
-    limits = _ratio_limits(store, bundles)
-    history: dict[str, list[HistoryPoint]] = {}
+        bundles = [b for b in bundles if b.created_at >= cutoff]  # type: ignore[operator]
+    limits = _ratio_limits(store, bundles, history.skipped)
     for bundle in bundles:
         manifest = bundle.manifest or {}
-        history.setdefault(bundle.report_name, []).append(
+        name = bundle.report_path[len(prefix) :].strip("/") if prefix else bundle.report_path
+        history.reports.setdefault(name or bundle.report_name, []).append(
             HistoryPoint(
                 report_name=bundle.report_name,
                 evidence_id=bundle.evidence_id,
@@ -74,21 +87,29 @@ def report_history(
                 policy_digest=manifest["policy_digest"],
             )
         )
-    return dict(sorted(history.items()))
+    history.reports = dict(sorted(history.reports.items()))
+    return history
 
 
-def _ratio_limits(store: ObjectStore, bundles: list[BundleSummary]) -> dict[str, float | None]:
-    """The ratio gate's limit per policy digest, from the newest bundle judged by that policy."""
+def _ratio_limits(
+    store: ObjectStore, bundles: list[BundleSummary], skipped: list[tuple[str, str]]
+) -> dict[str, float | None]:
+    """The ratio gate's limit per policy digest, from the newest bundle judged by that policy; an
+    evaluation that cannot say is reported and its policy drawn without a limit."""
     newest: dict[str, BundleSummary] = {}
     for bundle in bundles:
         newest[(bundle.manifest or {})["policy_digest"]] = bundle
     limits: dict[str, float | None] = {}
     for digest, bundle in newest.items():
         key = join_key(bundle.key, EVALUATION_FILE)
+        limits[digest] = None
         try:
-            evaluation = json.loads(store.read_bytes(key))
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{store.uri.locate(key)}: not valid JSON ({exc.msg})") from None
-        ratio_gate = next((g for g in evaluation.get("gates", []) if g.get("name") == "ratio"), None)
-        limits[digest] = ratio_gate["limit"] if ratio_gate else None
+            evaluation = loads_object(store.read_bytes(key), store.uri.locate(key))
+        except InvarlockError as exc:
+            skipped.append((bundle.uri, f"no ratio limit: {exc}"))
+            continue
+        gates = evaluation.get("gates") if isinstance(evaluation.get("gates"), list) else []
+        ratio_gate = next((g for g in gates if isinstance(g, dict) and g.get("name") == "ratio"), None)
+        limit = ratio_gate.get("limit") if ratio_gate else None
+        limits[digest] = float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None
     return limits

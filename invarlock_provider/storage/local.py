@@ -1,20 +1,34 @@
 """The embedded default store: a local folder laid out exactly like a bucket.
 
 Writes are atomic (temp file + rename) and re-read to confirm the sha256, so the same guarantees
-hold as with S3's server-side checksums. Object lock does not exist for plain folders.
+hold as with S3's server-side checksums; create-only writes are a hard link, which fails when the
+name exists, the local form of ``If-None-Match: *``. Object lock does not exist for plain folders.
+
+Keys are never resolved through symbolic links: a bucket has none, and a link planted inside a
+bundle must not make a read leave the store or a delete remove the link's target. Listing skips
+links; reading, writing or deleting through one is refused.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_file
-from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectExistsError, ObjectInfo, ObjectLock
+from invarlock_provider.storage.objectstore import (
+    DeleteOutcome,
+    ObjectChangedError,
+    ObjectExistsError,
+    ObjectInfo,
+    ObjectLock,
+)
 from invarlock_provider.storage.uri import StoreURI
 
 
@@ -26,9 +40,15 @@ class LocalFolderStore:
         self.folder = Path(uri.bucket, uri.prefix)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if path != self.root.resolve() and self.root.resolve() not in path.parents:
-            raise BadInputError(f"key {key!r} escapes the store folder {self.root}")
+        """The file a key names, built segment by segment below the root, no segment a link."""
+        parts = key.split("/") if key else []
+        if any(part in {"", ".", ".."} for part in parts):
+            raise BadInputError(f"key {key!r} is not a plain path inside the store folder {self.root}")
+        path = self.root.resolve()
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                raise BadInputError(f"{self.uri.locate(key)}: {path} is a symbolic link; a store folder holds none")
         return path
 
     def check_writable(self) -> None:
@@ -40,24 +60,37 @@ class LocalFolderStore:
             raise BadInputError(f"{self.uri}: store folder is not writable")
 
     def put_file(
-        self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None, *, if_absent: bool = False
+        self,
+        key: str,
+        path: Path,
+        sha256: str | None,
+        lock: ObjectLock | None = None,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
     ) -> None:
         if lock is not None:
             raise BadInputError(f"{self.uri}: a local folder has no object lock; drop --object-lock-days")
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(path):x}.tmp")
         shutil.copyfile(path, tmp)
-        if sha256_file(tmp) != (sha256 or sha256_file(path)):
-            tmp.unlink(missing_ok=True)
-            raise InvarlockError(f"{self.uri.locate(key)}: checksum mismatch after copy")
-        if not if_absent:
-            os.replace(tmp, target)
-            return
         try:
-            os.link(tmp, target)  # fails when the target exists: the local form of If-None-Match
-        except FileExistsError:
-            raise ObjectExistsError(f"{self.uri.locate(key)} already exists") from None
+            if sha256_file(tmp) != (sha256 or sha256_file(path)):
+                raise InvarlockError(f"{self.uri.locate(key)}: checksum mismatch after copy")
+            if if_absent:
+                try:
+                    os.link(tmp, target)  # fails when the target exists: the local form of If-None-Match
+                except FileExistsError:
+                    raise ObjectExistsError(f"{self.uri.locate(key)} already exists") from None
+            elif if_match is not None:
+                with _exclusive(target):
+                    current = sha256_file(target) if target.is_file() else None
+                    if current != if_match:
+                        raise ObjectChangedError(f"{self.uri.locate(key)} changed since it was read")
+                    os.replace(tmp, target)
+            else:
+                os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -68,12 +101,14 @@ class LocalFolderStore:
         return self._info(key, path, with_digest=True)
 
     def _info(self, key: str, path: Path, *, with_digest: bool) -> ObjectInfo:
-        stat = path.stat()
+        status = path.stat()
+        digest = sha256_file(path) if with_digest else None
         return ObjectInfo(
             key=key,
-            size=stat.st_size,
-            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-            sha256=sha256_file(path) if with_digest else None,
+            size=status.st_size,
+            last_modified=datetime.fromtimestamp(status.st_mtime, UTC),
+            sha256=digest,
+            etag=digest,
         )
 
     def read_bytes(self, key: str) -> bytes:
@@ -89,26 +124,45 @@ class LocalFolderStore:
         os.replace(tmp, target)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        root = self.root.resolve()  # _path resolves too: keys stay relative even under a symlinked root
+        """Every regular file below ``prefix``, in key order; links (to files or folders) are skipped."""
+        root = self.root.resolve()  # _path resolves the root too: keys stay relative under a symlinked root
         base = self._path(prefix) if prefix else root
         if not base.is_dir():
             return
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(root).as_posix()
-                yield self._info(key, path, with_digest=False)
+        found = []
+        for folder, subfolders, files in os.walk(base, followlinks=False):
+            subfolders[:] = [name for name in subfolders if not Path(folder, name).is_symlink()]
+            for name in files:
+                path = Path(folder, name)
+                if name.startswith(".") or not stat.S_ISREG(path.lstat().st_mode):
+                    continue
+                found.append((path.relative_to(root).as_posix(), path))
+        for key, path in sorted(found):
+            yield self._info(key, path, with_digest=False)
 
     def delete(self, keys: list[str]) -> DeleteOutcome:
         outcome = DeleteOutcome()
         for key in keys:
-            path = self._path(key)
             try:
+                path = self._path(key)
                 path.unlink(missing_ok=True)
                 outcome.deleted.append(key)
-            except OSError as exc:
-                outcome.errors[key] = exc.strerror or str(exc)
+            except (OSError, BadInputError) as exc:
+                outcome.errors[key] = getattr(exc, "strerror", None) or str(exc)
+                continue
             _remove_empty_parents(path.parent, self.folder)
         return outcome
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only while it still holds the bytes whose digest is ``etag``."""
+        path = self._path(key)
+        with _exclusive(path) as lock_file:
+            if not path.is_file() or sha256_file(path) != etag:
+                return False
+            path.unlink()
+            lock_file.unlink()  # a waiter holds the old file and finds the key gone; nothing is left behind
+        _remove_empty_parents(path.parent, self.folder)
+        return True
 
     def supports_object_lock(self) -> bool:
         return False
@@ -117,9 +171,21 @@ class LocalFolderStore:
         return self._path(key).as_uri()
 
 
+@contextmanager
+def _exclusive(path: Path) -> Iterator[Path]:
+    """One read-compare-write at a time per key, across processes on this machine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = path.parent / f".{path.name}.lock"
+    with lock_file.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield lock_file
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _remove_empty_parents(folder: Path, floor: Path) -> None:
     floor = floor.resolve()
-    folder = folder.resolve()
     while folder != floor and floor in folder.parents:
         try:
             folder.rmdir()

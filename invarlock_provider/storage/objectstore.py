@@ -23,6 +23,7 @@ class ObjectInfo:
     last_modified: datetime
     sha256: str | None = None
     locked_until: datetime | None = None
+    etag: str | None = None  # what a conditional write or delete compares (S3 ETag; sha256 on a folder)
 
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -45,15 +46,31 @@ class ObjectExistsError(InvarlockError):
     """A create-only write found the key already there (another writer committed first)."""
 
 
+class ObjectChangedError(InvarlockError):
+    """A conditional write found the key holding other bytes than the caller read (another writer)."""
+
+
+class ObjectRetainedError(InvarlockError):
+    """The store refused a delete: the object is under retention (Object Lock) or a legal hold."""
+
+
 class ObjectStore(Protocol):
     uri: StoreURI
 
     def put_file(
-        self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None, *, if_absent: bool = False
+        self,
+        key: str,
+        path: Path,
+        sha256: str | None,
+        lock: ObjectLock | None = None,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
     ) -> None:
         """Upload a file and confirm its bytes arrived intact (server-side checksums or a re-read);
         ``sha256`` is the expected digest when the caller already knows it. ``if_absent`` makes the
-        write create-only (S3 ``If-None-Match: *``), raising ObjectExistsError when the key exists."""
+        write create-only (S3 ``If-None-Match: *``), raising ObjectExistsError when the key exists;
+        ``if_match`` replaces the object only while its etag is still that one (ObjectChangedError)."""
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's metadata, or None when it does not exist."""
@@ -67,6 +84,9 @@ class ObjectStore(Protocol):
 
     def delete(self, keys: list[str]) -> DeleteOutcome:
         """Delete permanently; objects still under retention are reported as kept."""
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only while its etag is ``etag``; False when it changed or is gone."""
 
     def supports_object_lock(self) -> bool: ...
 

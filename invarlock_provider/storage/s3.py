@@ -25,10 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from invarlock_provider.errors import BadInputError, InvarlockError, require
-from invarlock_provider.storage.objectstore import DeleteOutcome, ObjectExistsError, ObjectInfo, ObjectLock
+from invarlock_provider.storage.objectstore import (
+    DeleteOutcome,
+    ObjectChangedError,
+    ObjectExistsError,
+    ObjectInfo,
+    ObjectLock,
+    ObjectRetainedError,
+)
 from invarlock_provider.storage.uri import StoreURI
 
 MULTIPART_CHUNK = 8 * 1024 * 1024
+# What a server answers when retention (Object Lock, legal hold) keeps a version from deletion.
+RETENTION_REFUSALS = frozenset({"AccessDenied", "ObjectLocked", "InvalidRequest"})
 DELETE_BATCH = 1000
 
 
@@ -59,6 +68,8 @@ def translated_errors(uri: StoreURI, action: str) -> Iterator[None]:
         ReadTimeoutError,
     )
 
+    from invarlock_provider.errors import redact_url_credentials
+
     try:
         yield
     except ClientError as exc:
@@ -75,15 +86,23 @@ def translated_errors(uri: StoreURI, action: str) -> Iterator[None]:
             raise ObjectExistsError(f"{uri}: {action}: the object already exists (another writer was first)") from None
         if code in {"AccessDenied", "403", "Forbidden"} or status == 403:
             raise StoreUnavailableError(f"{uri}: access denied while trying to {action} ({code})") from None
-        raise InvarlockError(f"{uri}: {action} failed: {code} {error.get('Message', '')}".strip()) from None
+        message = redact_url_credentials(str(error.get("Message", "")))
+        raise InvarlockError(f"{uri}: {action} failed: {code} {message}".strip()) from None
     except NoCredentialsError:
         raise StoreUnavailableError(
             f"{uri}: no credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
         ) from None
     except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
-        raise StoreUnavailableError(f"{uri}: cannot reach the endpoint while trying to {action}: {exc}") from None
+        reason = redact_url_credentials(str(exc))
+        raise StoreUnavailableError(f"{uri}: cannot reach the endpoint while trying to {action}: {reason}") from None
     except BotoCoreError as exc:
-        raise StoreUnavailableError(f"{uri}: {action} failed: {exc}") from None
+        raise StoreUnavailableError(f"{uri}: {action} failed: {redact_url_credentials(str(exc))}") from None
+    except ValueError as exc:
+        # boto3 refuses a malformed endpoint only when the client is built, quoting it whole.
+        if not str(exc).startswith("Invalid endpoint"):
+            raise
+        reason = redact_url_credentials(str(exc))
+        raise BadInputError(f"{uri}: {reason}; give the endpoint as http(s)://host[:port]") from None
 
 
 # What boto3's credential chain and endpoint resolution read from the environment: a client is
@@ -169,50 +188,75 @@ class S3Store:
                 raise
 
     def put_file(
-        self, key: str, path: Path, sha256: str | None, lock: ObjectLock | None = None, *, if_absent: bool = False
+        self,
+        key: str,
+        path: Path,
+        sha256: str | None,
+        lock: ObjectLock | None = None,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
     ) -> None:
         extra: dict[str, Any] = {}
         if lock is not None:
             extra = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
-        if if_absent and path.stat().st_size >= MULTIPART_CHUNK:
-            raise BadInputError(f"{self.uri.locate(key)}: create-only writes are for small objects")
-        with translated_errors(self.uri, f"upload {key}"):
-            if path.stat().st_size < MULTIPART_CHUNK:
-                digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(path.read_bytes()).digest()
-                if if_absent:
-                    extra["IfNoneMatch"] = "*"
-                with path.open("rb") as body:
-                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=_b64(digest), **extra)
-            else:
-                self._put_multipart(key, path, extra)
+        condition = {"IfNoneMatch": "*"} if if_absent else {"IfMatch": if_match} if if_match is not None else {}
+        try:
+            with translated_errors(self.uri, f"upload {key}"):
+                if path.stat().st_size < MULTIPART_CHUNK:
+                    digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(path.read_bytes()).digest()
+                    with path.open("rb") as body:
+                        self.client.put_object(
+                            Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=_b64(digest), **extra, **condition
+                        )
+                else:
+                    self._put_multipart(key, path, extra, condition)
+        except ObjectExistsError:
+            if if_match is not None:
+                raise ObjectChangedError(f"{self.uri.locate(key)} changed since it was read") from None
+            raise ObjectExistsError(f"{self.uri.locate(key)} already exists") from None
 
     def same_endpoint(self, other: object) -> bool:
         """Whether a server-side copy from ``other`` works: one endpoint, one set of credentials."""
         return isinstance(other, S3Store) and other.settings == self.settings
 
     def copy_from(
-        self, source: S3Store, source_key: str, key: str, sha256: str, lock: ObjectLock | None = None
+        self,
+        source: S3Store,
+        source_key: str,
+        key: str,
+        sha256: str,
+        lock: ObjectLock | None = None,
+        *,
+        if_absent: bool = False,
     ) -> None:
-        """Server-side copy (no bytes through this machine), confirmed by the copy's stored SHA-256."""
+        """Server-side copy (no bytes through this machine), confirmed by the copy's stored SHA-256;
+        ``if_absent`` makes it create-only like ``put_file``."""
         extra: dict[str, Any] = {}
         if lock is not None:
             extra = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
-        with translated_errors(self.uri, f"copy {source.uri.locate(source_key)} to {key}"):
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=key,
-                CopySource={"Bucket": source.bucket, "Key": source_key},
-                ChecksumAlgorithm="SHA256",
-                **extra,
-            )
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
+        try:
+            with translated_errors(self.uri, f"copy {source.uri.locate(source_key)} to {key}"):
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource={"Bucket": source.bucket, "Key": source_key},
+                    ChecksumAlgorithm="SHA256",
+                    **extra,
+                )
+        except ObjectExistsError:
+            raise ObjectExistsError(f"{self.uri.locate(key)} already exists") from None
         copied = self.head(key)
         if copied is None or copied.sha256 != sha256:
             found = copied.sha256 if copied else "nothing"
             raise InvarlockError(f"{self.uri.locate(key)}: server-side copy has sha256 {found}, expected {sha256}")
 
-    def _put_multipart(self, key: str, path: Path, extra: dict[str, Any]) -> None:
+    def _put_multipart(self, key: str, path: Path, extra: dict[str, Any], condition: dict[str, str]) -> None:
         """Parts are read, hashed and sent in parallel (hashing overlaps other parts' transfers);
-        each part carries its SHA-256 and the server's composite checksum must equal ours."""
+        each part carries its SHA-256 and the server's composite checksum must equal ours. A
+        create-only or conditional write is decided when the upload completes."""
         parts = -(-path.stat().st_size // MULTIPART_CHUNK)
         upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)
         upload_id = upload["UploadId"]
@@ -236,7 +280,11 @@ class S3Store:
             with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
                 sent = list(pool.map(send, range(1, parts + 1)))
             done = self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": [part for part, _ in sent]}
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [part for part, _ in sent]},
+                **condition,
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -283,7 +331,12 @@ class S3Store:
         with translated_errors(self.uri, f"list {prefix or '/'}"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{prefix}/" if prefix else ""):
                 for entry in page.get("Contents", []):
-                    yield ObjectInfo(key=entry["Key"], size=entry["Size"], last_modified=entry["LastModified"])
+                    yield ObjectInfo(
+                        key=entry["Key"],
+                        size=entry["Size"],
+                        last_modified=entry["LastModified"],
+                        etag=entry.get("ETag"),
+                    )
 
     def supports_object_lock(self) -> bool:
         from botocore.exceptions import ClientError
@@ -317,13 +370,38 @@ class S3Store:
                 if key not in failed:
                     continue
                 code = failed[key].get("Code", "")
-                if code in {"AccessDenied", "ObjectLocked", "InvalidRequest"}:
+                if code in RETENTION_REFUSALS:
                     outcome.kept_locked[key] = failed[key].get("Message", code)
                 else:
                     outcome.errors[key] = f"{code}: {failed[key].get('Message', '')}"
             outcome.deleted.extend(t["Key"] for t in batch if t["Key"] not in failed)
         outcome.deleted = list(dict.fromkeys(outcome.deleted))
         return outcome
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete the object only while it is the one that was read. On a versioned (Object Lock)
+        bucket that very version is deleted, permanently or not at all (a retention refusal is an
+        error), never hidden behind a delete marker; elsewhere a conditional DELETE (``If-Match``)."""
+        from botocore.exceptions import ClientError
+
+        with translated_errors(self.uri, f"delete {key}"):
+            try:
+                if self._versioned():
+                    current = self.client.head_object(Bucket=self.bucket, Key=key)
+                    if current.get("ETag") != etag:
+                        return False
+                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=current["VersionId"])
+                else:
+                    self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in {"PreconditionFailed", "NoSuchKey", "404", "NotFound"}:
+                    return False
+                if code in RETENTION_REFUSALS:
+                    message = exc.response.get("Error", {}).get("Message", code)
+                    raise ObjectRetainedError(f"{self.uri.locate(key)}: kept by the store ({message})") from None
+                raise
+        return True
 
     def _version_targets(self, keys: list[str]) -> list[dict[str, str]]:
         """Every version and delete marker of each key, keys in the order given."""
@@ -356,4 +434,5 @@ def _object_info(key: str, response: dict[str, Any]) -> ObjectInfo:
         last_modified=response["LastModified"],
         sha256=sha256,
         locked_until=locked_until,
+        etag=response.get("ETag"),
     )

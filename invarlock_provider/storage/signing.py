@@ -1,12 +1,17 @@
 """Ed25519 signatures over a bundle's manifest, and the trust an auditor checks them against.
 
 ``manifest.sig.json`` sits beside ``manifest.json`` and signs its exact bytes (the manifest is
-canonical JSON, written once). It carries the public key, so a signature can always be checked and
+deterministic, written once). It carries the public key, so a signature can always be checked and
 its signer shown; whether that signer is *trusted* is the auditor's input (``--trusted-key``,
-``--trusted-keys``, ``--fingerprint``). A key's fingerprint is the sha256 of its 32 raw public
-bytes. The manifest names the fingerprint it expects, so removing the signature of a signed
-bundle is detected even without trust input. Validity windows are judged by the manifest's own
-``created_at``, which the signature covers.
+``--trusted-keys``, ``--fingerprint``, ``INVARLOCK_TRUSTED_KEYS``). A key's fingerprint is the
+sha256 of its 32 raw public bytes. The manifest names the fingerprint it expects, so removing the
+signature of a signed bundle is detected while the manifest is the signed one. Ed25519 signatures
+are deterministic and the record holds no time, so two archives of one bundle write the same bytes.
+
+Validity windows are judged at the time the *store* received the signature (its ``LastModified``)
+when the bundle is read from a store: the signer chooses ``created_at``, not the store's clock, so
+a leaked key cannot sign into its past window. A local folder has no such clock; there the
+manifest's ``created_at`` is all there is (docs/auditors.md states the limit).
 
 The private key is only ever read into memory here; no error message or record contains it.
 """
@@ -14,22 +19,26 @@ The private key is only ever read into memory here; no error message or record c
 from __future__ import annotations
 
 import base64
-import json
 import re
 import stat
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes
+from invarlock_provider.strict_json import loads_object
 
 SIGNATURE_FILE = "manifest.sig.json"
 SIGNATURE_SCHEMA = "invarlock.signature/1"
 ALGORITHM = "ed25519"
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}\Z")
 _TRUST_FIELDS = {"name", "public_key", "fingerprint", "valid_from", "valid_until"}
+MAX_SIGNATURE_BYTES = 64 * 1024
+# A store's clock and a writer's differ a little; a manifest dated further after its signature
+# arrived than this was dated by someone choosing the time.
+SIGNING_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ def generate_key_pair(folder: Path) -> str:
     return fingerprint_of(public)
 
 
-def sign_manifest(raw_manifest: bytes, key: SigningKey, now: datetime) -> bytes:
+def sign_manifest(raw_manifest: bytes, key: SigningKey) -> bytes:
     record = {
         "schema_version": SIGNATURE_SCHEMA,
         "algorithm": ALGORITHM,
@@ -148,7 +157,6 @@ def sign_manifest(raw_manifest: bytes, key: SigningKey, now: datetime) -> bytes:
         "public_key": base64.b64encode(_raw_public(key.key.public_key())).decode(),
         "manifest_sha256": sha256_bytes(raw_manifest),
         "signature": base64.b64encode(key.key.sign(raw_manifest)).decode(),
-        "signed_at": now.isoformat(timespec="seconds"),
     }
     return canonical_json(record) + b"\n"
 
@@ -241,31 +249,59 @@ def load_trust_file(path: Path) -> list[TrustedKey]:
     return keys
 
 
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The signature checks of one bundle, as (name, ok, detail), its signer and the trusted key's name."""
+
+    checks: list[tuple[str, bool, str]]
+    signer: str | None
+    trusted: str | None
+
+
 def check_signature(
-    raw_manifest: bytes, manifest: dict[str, Any], signature_raw: bytes | None, trust: Trust | None
-) -> tuple[list[tuple[str, bool, str]], str | None]:
-    """The signature checks of one bundle, as (name, ok, detail), and the signer's fingerprint."""
+    raw_manifest: bytes,
+    manifest: dict[str, Any],
+    signature_raw: bytes | None,
+    trust: Trust | None,
+    *,
+    received_at: datetime | None = None,
+) -> SignatureCheck:
+    """``received_at`` is when the store received the signature (None for a local folder)."""
     expected = (manifest.get("signing") or {}).get("fingerprint")
     if signature_raw is None:
         if expected:
             missing = f"the manifest expects a signature by {expected}; {SIGNATURE_FILE} is missing"
-            return [("signature", False, missing)], None
+            return SignatureCheck([("signature", False, missing)], None, None)
         if trust is not None:
-            return [("signature", False, f"unsigned; trusted keys: {trust.names()}")], None
-        return [], None
+            return SignatureCheck([("signature", False, f"unsigned; trusted keys: {trust.names()}")], None, None)
+        return SignatureCheck([], None, None)
     try:
-        record = json.loads(signature_raw)
-        fingerprint = str(record["fingerprint"])
+        record = loads_object(signature_raw, SIGNATURE_FILE, max_bytes=MAX_SIGNATURE_BYTES)
+        fingerprint = check_fingerprint(str(record["fingerprint"]), "fingerprint")
         public = base64.b64decode(record["public_key"], validate=True)
         signature = base64.b64decode(record["signature"], validate=True)
-    except (ValueError, KeyError, TypeError):
-        return [("signature", False, f"{SIGNATURE_FILE} is malformed")], None
-    checks = [_verify_bytes(raw_manifest, public, signature, fingerprint)]
+    except (ValueError, KeyError, TypeError, BadInputError):
+        return SignatureCheck([("signature", False, f"{SIGNATURE_FILE} is malformed")], None, None)
+    verified = _verify_bytes(raw_manifest, public, signature, fingerprint)
+    checks = [verified]
     if expected and expected != fingerprint:
         checks.append(("signature.signer", False, f"signed by {fingerprint}, the manifest expects {expected}"))
+    created = _when(manifest.get("created_at"), "manifest created_at")
+    if received_at is not None and created is not None and created > received_at + SIGNING_CLOCK_SKEW:
+        checks.append(
+            (
+                "signature.time",
+                False,
+                f"the manifest claims {manifest.get('created_at')}, after the store received its signature at "
+                f"{received_at.isoformat(timespec='seconds')}",
+            )
+        )
+    trusted = None
     if trust is not None:
-        checks.append(_trusted(trust, fingerprint, manifest))
-    return checks, fingerprint
+        trusted_check, trusted = _trusted(trust, fingerprint, received_at or created)
+        checks.append(trusted_check)
+    signer = fingerprint if verified[1] else None
+    return SignatureCheck(checks, signer, trusted if verified[1] else None)
 
 
 def _verify_bytes(raw_manifest: bytes, public: bytes, signature: bytes, fingerprint: str) -> tuple[str, bool, str]:
@@ -281,17 +317,47 @@ def _verify_bytes(raw_manifest: bytes, public: bytes, signature: bytes, fingerpr
     return ("signature", True, f"Ed25519 signature by {fingerprint}")
 
 
-def _trusted(trust: Trust, fingerprint: str, manifest: dict[str, Any]) -> tuple[str, bool, str]:
+def _trusted(trust: Trust, fingerprint: str, when: datetime | None) -> tuple[tuple[str, bool, str], str | None]:
     key = trust.find(fingerprint)
     if key is None:
-        return ("signature.trusted", False, f"signed by {fingerprint}, which is not trusted ({trust.names()})")
-    created = _when(manifest.get("created_at"), "manifest created_at")
-    inside = created is not None and (key.valid_from is None or created >= key.valid_from)
-    inside = inside and (key.valid_until is None or created < key.valid_until)
+        return ("signature.trusted", False, f"signed by {fingerprint}, which is not trusted ({trust.names()})"), None
+    inside = when is not None and (key.valid_from is None or when >= key.valid_from)
+    inside = inside and (key.valid_until is None or when < key.valid_until)  # type: ignore[operator]
     if not inside:
+        at = when.isoformat(timespec="seconds") if when else "an unknown time"
         return (
             "signature.trusted",
             False,
-            f"signed by {key.name} {fingerprint} at {manifest.get('created_at')}, outside its window {key.window()}",
-        )
-    return ("signature.trusted", True, f"signed by trusted key {key.name} {fingerprint}")
+            f"signed by {key.name} {fingerprint} at {at}, outside its window {key.window()}",
+        ), None
+    return ("signature.trusted", True, f"signed by trusted key {key.name} {fingerprint}"), key.name
+
+
+TRUSTED_KEYS_ENV = "INVARLOCK_TRUSTED_KEYS"
+
+
+def load_trust_source(path: Path) -> list[TrustedKey]:
+    """A deployment's trusted keys: a trust file (YAML) or a single public key (PEM)."""
+    try:
+        head = path.read_bytes()[:64]
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such trust file or public key") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read ({exc.strerror})") from None
+    if head.lstrip().startswith(b"-----BEGIN"):
+        return [TrustedKey(path.name, fingerprint_of(load_public_key(path)))]
+    return load_trust_file(path)
+
+
+def deployment_trust() -> Trust | None:
+    """The keys ``INVARLOCK_TRUSTED_KEYS`` names (a trust file or a public key), None when unset: what
+    the Airflow pages and the nightly retention judge signatures against."""
+    import os
+
+    configured = os.environ.get(TRUSTED_KEYS_ENV, "").strip()
+    if not configured:
+        return None
+    keys = load_trust_source(Path(configured))
+    if not keys:
+        raise BadInputError(f"{TRUSTED_KEYS_ENV}={configured}: the trust file lists no key")
+    return Trust(tuple(keys))

@@ -13,19 +13,45 @@ from urllib.parse import unquote, urlsplit
 
 from invarlock_provider.errors import BadInputError
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-EVIDENCE_ID = re.compile(r"^ev-[0-9a-f]{24}$")
+# Patterns are used with fullmatch only: ``$`` would also match before a trailing newline.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_EVIDENCE_ID = re.compile(r"ev-[0-9a-f]{24}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_evidence_id(value: str) -> bool:
+    return isinstance(value, str) and _EVIDENCE_ID.fullmatch(value) is not None
 
 
 def check_segment(value: str, what: str) -> str:
-    """One path segment: letters, digits, '.', '_', '-', not starting with a dot, at most 128."""
-    if not _SEGMENT.match(value) or value in {".", ".."}:
+    """The one validator for every name that becomes a path segment (report, run and prefix names,
+    bundle file paths): letters, digits, '.', '_', '-', not starting with '.' or '-', at most 128.
+    The shape of an evidence id is reserved: a bundle is found by its id, so a name shaped like one
+    would be read as a bundle (and pruned as an incomplete one)."""
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or value in {".", ".."}:
         raise BadInputError(
             f"{what} {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
             "(no '/', no '..', not starting with '.' or '-', at most 128 characters)"
         )
+    if is_evidence_id(value):
+        raise BadInputError(
+            f"{what} {value!r} is not allowed: names shaped like an evidence id (ev-<hex>) are reserved"
+        )
     return value
+
+
+def check_evidence_id(value: str, what: str) -> str:
+    if not is_evidence_id(value):
+        raise BadInputError(f"{what} {value!r} is not allowed: expected ev- and 24 hex digits")
+    return value
+
+
+def check_no_control_characters(text: str, what: str) -> str:
+    """Paths and URIs as typed: a NUL or other control character is refused before any file call."""
+    if _CONTROL.search(text):
+        raise BadInputError(f"{what} {text!r}: control characters (such as NUL) are not allowed in paths")
+    return text
 
 
 def join_key(*parts: str) -> str:
@@ -59,10 +85,11 @@ class StoreURI:
 
 
 def parse_store_uri(text: str) -> StoreURI:
+    check_no_control_characters(unquote(text), "store URI")
     parts = urlsplit(text)
     if parts.scheme == "s3":
         bucket = parts.netloc
-        if not _BUCKET.match(bucket):
+        if not _BUCKET.fullmatch(bucket):
             raise BadInputError(f"{text}: {bucket!r} is not a valid bucket name")
         return StoreURI("s3", bucket, _prefix(unquote(parts.path), text))
     if parts.scheme == "file":
@@ -77,15 +104,17 @@ def parse_store_uri(text: str) -> StoreURI:
 
 
 def _prefix(path: str, text: str) -> str:
+    """Plain names, the last of which may be an evidence id (a bundle's URI)."""
     segments = [segment for segment in path.split("/") if segment]
-    for segment in segments:
-        check_segment(segment, f"{text}: prefix segment")
+    for position, segment in enumerate(segments):
+        if not (position == len(segments) - 1 and is_evidence_id(segment)):
+            check_segment(segment, f"{text}: prefix segment")
     return "/".join(segments)
 
 
 def is_bundle_key(key: str) -> bool:
     """``.../<report name>/<evidence id>`` names one bundle; anything else is a prefix of bundles."""
-    return bool(EVIDENCE_ID.match(key.rsplit("/", 1)[-1]))
+    return is_evidence_id(key.rsplit("/", 1)[-1])
 
 
 def split_folder(uri: StoreURI) -> StoreURI:
@@ -99,3 +128,16 @@ def split_folder(uri: StoreURI) -> StoreURI:
     keep = 2 if is_bundle_key(path.name) else 1
     root = path.parents[keep - 1] if len(path.parents) >= keep else Path(path.anchor)
     return StoreURI("file", str(root), "/".join(path.relative_to(root).parts))
+
+
+def bundle_location(text: str) -> tuple[StoreURI, str]:
+    """A URI that names a bundle (or a prefix) -> (store root URI, key of the bundle under it).
+
+    A file:// store keeps the named folder as its prefix: it is the folder checked for writes and
+    the one pruning never removes, while keys (the report name included) are relative to its parent.
+    """
+    uri = parse_store_uri(text)
+    if uri.scheme == "s3":
+        return StoreURI("s3", uri.bucket, ""), uri.prefix
+    folder = split_folder(uri)
+    return folder, folder.prefix

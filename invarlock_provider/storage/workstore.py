@@ -21,6 +21,7 @@ import json
 import posixpath
 import re
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,12 +31,15 @@ from typing import Any
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_bytes, sha256_file
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN, TIMESTAMP_FORMAT, run_dir_sort_key
-from invarlock_provider.reporting.evaluation import EVALUATION_FILE
-from invarlock_provider.storage.objectstore import ObjectExistsError, ObjectLock, ObjectStore
+from invarlock_provider.reporting.evaluation import EVALUATION_FILE, PINNED_DIR
+from invarlock_provider.storage.objectstore import ObjectChangedError, ObjectExistsError, ObjectLock, ObjectStore
 from invarlock_provider.storage.uri import StoreURI, join_key, parse_store_uri
+from invarlock_provider.strict_json import loads_object
 
 LATEST_FILE = "latest.json"
 LATEST_SCHEMA = "invarlock.latest-run/1"
+MAX_POINTER_BYTES = 4096
+POINTER_ATTEMPTS = 20
 _ANY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 
 
@@ -92,12 +96,18 @@ def work_location(text: str, settings: Any = None) -> Path | RemoteFolder:
 
 
 def put_bytes(
-    store: ObjectStore, key: str, data: bytes, lock: ObjectLock | None = None, *, if_absent: bool = False
+    store: ObjectStore,
+    key: str,
+    data: bytes,
+    lock: ObjectLock | None = None,
+    *,
+    if_absent: bool = False,
+    if_match: str | None = None,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="invarlock-put-") as tmp:
         path = Path(tmp) / "object"
         path.write_bytes(data)
-        store.put_file(key, path, sha256_bytes(data), lock, if_absent=if_absent)
+        store.put_file(key, path, sha256_bytes(data), lock, if_absent=if_absent, if_match=if_match)
 
 
 # --- runs ------------------------------------------------------------------------------------------
@@ -157,28 +167,62 @@ def upload_run(folder: RemoteFolder, run_dir: Path) -> StoredRun:
         ) from None
     events = run_dir / EVENTS_FILE
     if events.is_file():
-        store.put_file(join_key(target.key, EVENTS_FILE), events, sha256_file(events))
+        events_key, events_digest = join_key(target.key, EVENTS_FILE), sha256_file(events)
+        try:
+            store.put_file(events_key, events, events_digest, if_absent=True)
+        except ObjectExistsError:
+            if sha256_bytes(store.read_bytes(events_key)) != events_digest:
+                raise InvarlockError(
+                    f"{target.uri}: another try wrote this run's {EVENTS_FILE}; not overwriting"
+                ) from None
     publish_latest(folder, {run_dir.name: digest})
     return StoredRun(run_dir=target.uri, report=target.child(REPORT_FILE).uri, report_sha256=digest)
 
 
 def publish_latest(folder: RemoteFolder, known: dict[str, str] | None = None) -> str | None:
-    """Point latest.json at the newest complete run (which may not be the one just uploaded)."""
-    runs = completed_runs(folder)
-    if not runs:
+    """Point latest.json at the newest complete run (which may not be the one just uploaded).
+
+    The pointer only moves forward, and by compare-and-swap (``If-Match`` on the pointer as read,
+    ``If-None-Match`` when there is none): a try with a stale listing that publishes after a newer
+    run was published finds the pointer changed, lists again, and leaves it where it is."""
+    key = join_key(folder.key, LATEST_FILE)
+    for _ in range(POINTER_ATTEMPTS):
+        current = folder.store.head(key)
+        named = _pointer_run(folder) if current is not None else None
+        runs = completed_runs(folder)
+        if not runs:
+            return None
+        newest = runs[-1]
+        if named is not None and named in runs and run_dir_sort_key(Path(named)) >= run_dir_sort_key(Path(newest)):
+            return named
+        digest = (known or {}).get(newest) or sha256_bytes(
+            folder.store.read_bytes(join_key(folder.key, newest, REPORT_FILE))
+        )
+        pointer = {
+            "schema_version": LATEST_SCHEMA,
+            "run": newest,
+            "report_sha256": digest,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        data = (json.dumps(pointer, indent=2) + "\n").encode()
+        try:
+            if current is None:
+                put_bytes(folder.store, key, data, if_absent=True)
+            else:
+                put_bytes(folder.store, key, data, if_match=current.etag or "")
+        except (ObjectExistsError, ObjectChangedError):
+            continue  # another try moved it meanwhile: look again
+        return newest
+    raise InvarlockError(f"{folder.child(LATEST_FILE).uri}: kept changing while being updated; run again")
+
+
+def _pointer_run(folder: RemoteFolder) -> str | None:
+    """The run a pointer names, or None when it names none a reader would accept."""
+    try:
+        latest = read_latest(folder)
+    except BadInputError:
         return None
-    newest = runs[-1]
-    digest = (known or {}).get(newest) or sha256_bytes(
-        folder.store.read_bytes(join_key(folder.key, newest, REPORT_FILE))
-    )
-    pointer = {
-        "schema_version": LATEST_SCHEMA,
-        "run": newest,
-        "report_sha256": digest,
-        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    put_bytes(folder.store, join_key(folder.key, LATEST_FILE), (json.dumps(pointer, indent=2) + "\n").encode())
-    return newest
+    return posixpath.basename(posixpath.dirname(latest[0])) if latest else None
 
 
 def read_latest(folder: RemoteFolder) -> tuple[str, str] | None:
@@ -187,11 +231,11 @@ def read_latest(folder: RemoteFolder) -> tuple[str, str] | None:
     if folder.store.head(key) is None:
         return None
     try:
-        pointer = json.loads(folder.store.read_bytes(key))
+        pointer = loads_object(folder.store.read_bytes(key), folder.child(LATEST_FILE).uri, max_bytes=MAX_POINTER_BYTES)
         run, digest = pointer["run"], pointer["report_sha256"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (BadInputError, KeyError):
         raise BadInputError(f"{folder.child(LATEST_FILE).uri}: not a latest-run pointer") from None
-    if pointer.get("schema_version") != LATEST_SCHEMA or not RUN_DIR_PATTERN.match(str(run)):
+    if pointer.get("schema_version") != LATEST_SCHEMA or not RUN_DIR_PATTERN.fullmatch(str(run)):
         raise BadInputError(f"{folder.child(LATEST_FILE).uri}: not a latest-run pointer ({LATEST_SCHEMA})")
     return join_key(folder.key, run, REPORT_FILE), str(digest)
 
@@ -239,18 +283,29 @@ def fetch_report(ref: RemoteFolder, scratch: Path, expected_sha256: str | None =
 # --- reports ---------------------------------------------------------------------------------------
 
 
-def publish_reports(local_output: Path, remote_output: RemoteFolder) -> str:
-    """Upload reports/<name>/ (and sibling folders written beside it, e.g. the baseline copy) from
-    scratch; the folder stops counting while it changes and counts again when the evaluation lands.
+def publish_reports(local_output: Path, remote_output: RemoteFolder, beside: Sequence[Path] = ()) -> str:
+    """Upload reports/<name>/ and the files ``beside`` it (the baseline copies written into sibling
+    folders) from scratch; the folder stops counting while it changes and counts again when the
+    evaluation lands. A content-addressed copy (under ``by-sha256/``) is committed create-only, as
+    evaluations not yet archived reference it: an existing one must hold the same bytes.
     Returns the sha256 of the uploaded evaluation.report.json."""
     store = remote_output.store
     evaluation_key = join_key(remote_output.key, EVALUATION_FILE)
     existing = {info.key for info in store.list(remote_output.key)}
     if evaluation_key in existing:
         store.delete([evaluation_key])
-    for sibling in sorted(p for p in local_output.parent.iterdir() if p.is_dir() and p != local_output):
-        for path in sorted(p for p in sibling.iterdir() if p.is_file()):
-            store.put_file(join_key(remote_output.parent.key, sibling.name, path.name), path, sha256_file(path))
+    for path in beside:
+        relative = path.relative_to(local_output.parent)
+        key, digest = join_key(remote_output.parent.key, relative.as_posix()), sha256_file(path)
+        if PINNED_DIR not in relative.parts:
+            store.put_file(key, path, digest)
+            continue
+        try:
+            store.put_file(key, path, digest, if_absent=True)
+        except ObjectExistsError:
+            if sha256_bytes(store.read_bytes(key)) != digest:
+                damaged = f"{store.uri.locate(key)}: content differs from the sha256 its folder names"
+                raise BadInputError(f"{damaged}; remove the damaged copy") from None
     written = {evaluation_key}
     for path in sorted(p for p in local_output.iterdir() if p.is_file() and p.name != EVALUATION_FILE):
         key = join_key(remote_output.key, path.name)

@@ -86,7 +86,7 @@ def test_archive_to_s3_through_an_airflow_connection(
     with urllib.request.urlopen(result["link"]) as response:  # the presigned link opens without credentials
         assert json.loads(response.read())["verdict"] == result["verdict"]
     from invarlock_provider.airflow.hooks import EvidenceStoreHook
-    from invarlock_provider.storage.archive import verify_remote_bundle
+    from invarlock_provider.storage.bundle_reader import verify_remote_bundle
 
     hook = EvidenceStoreHook("evidence_s3")
     store = hook.get_store(f"s3://{bucket}")
@@ -298,3 +298,27 @@ def test_missing_credentials_on_a_worker_are_named(workdir: Path, monkeypatch: p
     )
     with pytest.raises(AirflowException, match="no credentials found"):
         operator.execute(context("manual__1", "evaluate"))
+
+
+def test_a_retry_reusing_a_finished_stored_run_moves_latest(seaweed, bucket, real_runs, tmp_path: Path) -> None:
+    """A try killed between its events.jsonl and latest.json uploads: the retry finds its run
+    complete, reuses it, and moves the pointer the killed try never moved."""
+    import logging
+    import shutil
+
+    from invarlock_provider.airflow.operators import _own_stored_run
+    from invarlock_provider.storage.s3 import S3Store
+    from invarlock_provider.storage.uri import join_key, parse_store_uri
+    from invarlock_provider.storage.workstore import RemoteFolder, read_latest, upload_run
+
+    runs = RemoteFolder(S3Store(parse_store_uri(f"s3://{bucket}"), seaweed.settings()), "work/runs/q8")
+    upload_run(runs, real_runs["quant8"].parent)
+    newer = tmp_path / "29991231_235959"
+    shutil.copytree(real_runs["quant8"].parent, newer)
+    for name in ("report.json", "events.jsonl"):  # what the killed try had uploaded
+        runs.store.put_file(join_key(runs.key, newer.name, name), newer / name, None)
+    assert read_latest(runs)[0] != join_key(runs.key, newer.name, "report.json")
+    owner = json.loads((newer / "report.json").read_text())["meta"].get("labels", {}).get("airflow_run_id")
+    reused = _own_stored_run(runs.child(newer.name), owner, logging.getLogger(__name__))
+    assert reused is not None and reused["reused"]
+    assert read_latest(runs)[0] == join_key(runs.key, newer.name, "report.json")

@@ -130,7 +130,7 @@ def test_promote_baseline_and_copy_baseline(real_runs: dict[str, Path], tmp_path
     evaluation = build(
         real_runs["quant8"], real_runs["baseline"], tmp_path / "reports" / "quant8_balanced", "--copy-baseline"
     )
-    assert evaluation["baseline"]["path"] == "../baseline/report.json"
+    assert evaluation["baseline"]["path"] == f"../baseline/by-sha256/{evaluation['baseline']['sha256']}/report.json"
     assert cli("verify", str(tmp_path / "reports" / "quant8_balanced"))[0] == 0
 
 
@@ -183,7 +183,7 @@ def test_different_seed_fails_pairing_on_window_ids(real_runs: dict[str, Path], 
 @pytest.mark.parametrize(
     ("field_path", "value", "expected_field"),
     [
-        (("data", "seq_len"), 64, "data.seq_len"),
+        (("data", "seq_len"), 1024, "data.seq_len"),
         (("data", "stride"), 64, "data.stride"),
         (("data", "final_n"), 199, "data.final_n"),
     ],
@@ -280,7 +280,7 @@ def test_truncated_json(real_runs: dict[str, Path], tmp_path: Path) -> None:
     truncated = tmp_path / "t" / "report.json"
     truncated.parent.mkdir()
     truncated.write_bytes(real_runs["baseline"].read_bytes()[:5000])
-    refused(tmp_path, real_runs["quant8"], truncated, r"not valid JSON \(truncated or corrupt\?\) at line \d+")
+    refused(tmp_path, real_runs["quant8"], truncated, r"not valid JSON at line \d+ .*\(truncated or corrupt\?\)")
 
 
 def test_aborted_run_without_metrics(real_runs: dict[str, Path], tmp_path: Path) -> None:
@@ -316,12 +316,16 @@ def test_verify_passes_on_untouched_evidence(evidence: Path) -> None:
     } <= names
 
 
-@pytest.mark.parametrize(
-    "target", ["quant8_balanced/evaluation.report.json", "quant8_balanced/report.json", "baseline/report.json"]
-)
+def referenced_baseline(evidence: Path) -> Path:
+    """The baseline copy the evaluation references (an immutable, content-addressed copy)."""
+    evaluation = json.loads((evidence / "quant8_balanced" / "evaluation.report.json").read_text())
+    return evidence / "quant8_balanced" / evaluation["baseline"]["path"]
+
+
+@pytest.mark.parametrize("target", ["quant8_balanced/evaluation.report.json", "quant8_balanced/report.json", None])
 @pytest.mark.parametrize("fraction", [0.1, 0.35, 0.5, 0.65, 0.9])
-def test_verify_catches_a_single_changed_byte(evidence: Path, target: str, fraction: float) -> None:
-    path = evidence / target
+def test_verify_catches_a_single_changed_byte(evidence: Path, target: str | None, fraction: float) -> None:
+    path = evidence / target if target else referenced_baseline(evidence)
     data = bytearray(path.read_bytes())
     offset = int(len(data) * fraction)
     data[offset] ^= 0x01
@@ -335,13 +339,13 @@ def test_verify_catches_a_single_changed_byte(evidence: Path, target: str, fract
 
 
 def test_verify_names_the_changed_file(evidence: Path) -> None:
-    path = evidence / "baseline" / "report.json"
+    path = referenced_baseline(evidence)
     data = json.loads(path.read_text())
     data["evaluation_windows"]["final"]["logloss"][0] += 0.5
     path.write_text(json.dumps(data, indent=2))
     code, stdout, _ = cli("verify", str(evidence / "quant8_balanced"))
     assert code == 1
-    assert "FAIL baseline.sha256: " in stdout and "baseline/report.json changed" in stdout
+    assert "FAIL baseline.sha256: " in stdout and f"{path.parent.name}/report.json changed" in stdout
 
 
 def test_verify_recomputes_the_ratio_not_just_digests(evidence: Path) -> None:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,17 @@ def reports(evidence_root: Path, tmp_path: Path) -> Path:
     target = tmp_path / "reports"
     shutil.copytree(evidence_root, target, symlinks=True)
     return target
+
+
+def date_evaluation(report_dir: Path, when: datetime) -> None:
+    """Make ``report_dir``'s evaluation one built at ``when`` (its digest recomputed): a bundle is
+    dated by its evaluation, so this is how a test puts evidence on another night."""
+    from invarlock_provider.fileio import write_json_atomic
+    from invarlock_provider.reporting.evaluation import DIGEST_FIELD, EVALUATION_FILE, content_digest
+
+    path = report_dir / EVALUATION_FILE
+    evaluation = json.loads(path.read_text())
+    evaluation["created_at"] = when.isoformat(timespec="seconds")
+    evaluation[DIGEST_FIELD] = content_digest(evaluation)
+    write_json_atomic(path, evaluation)
+    (report_dir / "evaluation.html").unlink(missing_ok=True)  # rendered from the evaluation before

@@ -12,7 +12,8 @@ import pytest
 
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_file
-from invarlock_provider.storage.archive import archive_report, list_bundles, verify_remote_bundle
+from invarlock_provider.storage.archive import archive_report
+from invarlock_provider.storage.bundle_reader import list_bundles, verify_remote_bundle
 from invarlock_provider.storage.s3 import S3Settings, S3Store
 from invarlock_provider.storage.uri import parse_store_uri
 from tests.storage.conftest import cli
@@ -39,9 +40,9 @@ def test_archive_uploads_a_checksummed_bundle(seaweed, bucket, s3_env, reports: 
     assert result["verdict"] == "PASS" and not result["already_archived"]
     base = f"nightly/quant8_balanced/{evidence_id}"
     records = {
-        f"nightly/.archived-runs/{sha256_file(reports / name / 'report.json')}.json"
+        f"nightly/.archived-runs/{sha256_file(reports / name / 'report.json')}/quant8_balanced/{evidence_id}.json"
         for name in ("quant8_balanced", "baseline")
-    }  # what "was this run archived?" asks, from any worker
+    }  # what "was this run archived?" asks, from any worker (then verifies the bundle named)
     assert set(keys(seaweed, bucket)) == {f"{base}/{name}" for name in BUNDLE_FILES} | records
     manifest = json.loads(seaweed.client().get_object(Bucket=bucket, Key=f"{base}/manifest.json")["Body"].read())
     assert manifest["verdict"] == "PASS" and manifest["report_name"] == "quant8_balanced"
@@ -55,7 +56,7 @@ def test_archive_uploads_a_checksummed_bundle(seaweed, bucket, s3_env, reports: 
         assert base64.b64decode(head["ChecksumSHA256"]).hex() == entry["sha256"]
         assert head["ContentLength"] == entry["size"]
     index = json.loads(index_path.read_text())["reports"]
-    assert {entry["role"] for entry in index.values()} == {"subject", "baseline"}
+    assert {entry["role"] for entries in index.values() for entry in entries} == {"subject", "baseline"}
 
 
 def test_retry_is_a_no_op(seaweed, bucket, s3_settings, reports: Path, index_path: Path) -> None:
@@ -280,21 +281,24 @@ def test_traversal_and_odd_uris_are_rejected(uri: str) -> None:
         parse_store_uri(uri)
 
 
-def test_manifest_paths_cannot_escape_the_bundle(seaweed, bucket, s3_env, tmp_path: Path) -> None:
-    manifest = {"schema_version": "invarlock.bundle/1", "files": [{"path": "../../outside", "sha256": "0" * 64}]}
-    seaweed.client().put_object(
-        Bucket=bucket, Key="n/x/ev-000000000000000000000000/manifest.json", Body=json.dumps(manifest).encode()
-    )
+def test_manifest_paths_cannot_escape_the_bundle(
+    seaweed, bucket, s3_env, s3_settings, reports: Path, index_path: Path, tmp_path: Path
+) -> None:
+    result = archive_report(store_for(bucket, s3_settings, "n"), reports / "quant8_balanced", index_path=index_path)
+    key = f"n/quant8_balanced/{result.evidence_id}/manifest.json"
+    manifest = json.loads(seaweed.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    manifest["files"][0]["path"] = "../../outside"
+    seaweed.client().put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
     code, _, stderr = cli(
         "fetch",
-        f"s3://{bucket}/n/x/ev-000000000000000000000000",
+        f"s3://{bucket}/n/quant8_balanced/{result.evidence_id}",
         "--to",
         str(tmp_path / "f"),
         "--endpoint-url",
         seaweed.endpoint,
         "--path-style",
     )
-    assert code == 2 and "manifest path '..' is not allowed" in stderr
+    assert code == 2 and "files[0].path '../../outside' is not a bundle file" in stderr
     assert not (tmp_path / "outside").exists()
 
 
@@ -319,6 +323,6 @@ def test_existing_manifest_with_other_files_is_not_overwritten(
     seaweed.client().put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
     with pytest.raises(
         InvarlockError,
-        match=r"nightly/quant8_balanced/ev-[0-9a-f]{24}: an existing manifest lists different evidence files",
+        match=r"nightly/quant8_balanced/ev-[0-9a-f]{24}: the manifest lists other evidence files \(report.json\)",
     ):
         archive_report(store, reports / "quant8_balanced", index_path=index_path)

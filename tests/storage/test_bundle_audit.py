@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from invarlock_provider.cli.store_options import bundle_location
 from invarlock_provider.storage.objectstore import ObjectStore
 from invarlock_provider.storage.stores import open_store
+from invarlock_provider.storage.uri import bundle_location
 from tests.storage.conftest import cli
 
 BACKENDS = ["s3", "file"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from invarlock_provider.storage.archive import archive_report
 from invarlock_provider.storage.history import report_history
 from invarlock_provider.storage.s3 import S3Store
 from invarlock_provider.storage.uri import parse_store_uri
-from tests.storage.conftest import cli
+from tests.storage.conftest import cli, date_evaluation
 
 # subject_balanced: the quant8 subject three nights, a damaged checkpoint on the third.
 NIGHTS = (("quant8", 7), ("quant8", 5), ("damaged", 4), ("quant8", 1))
@@ -45,14 +44,14 @@ def nights(seaweed, bucket: str, s3_settings, real_runs: dict[str, Path], tmp_pa
     plan = [("subject_balanced", subject, days) for subject, days in NIGHTS]
     plan += [("quant8_balanced", "quant8", 6), ("quant8_balanced", "quant8", 2)]
     for number, (name, subject, days) in enumerate(plan):
-        time.sleep(1 - time.time() % 1)  # a new second: the evaluation's created_at, so a new evidence id
         output = tmp_path / f"night{number}" / name
         code, _, stderr = cli(
             "report", "--run", str(real_runs[subject]), "--baseline", str(real_runs["baseline"]),
             "--format", "html", "--output", str(output), "--copy-baseline",
         )  # fmt: skip
         assert code == 0, stderr
-        archive_report(store, output, now=now - timedelta(days=days))
+        date_evaluation(output, now - timedelta(days=days))  # that night's evaluation
+        archive_report(store, output)
     return now
 
 
@@ -94,7 +93,7 @@ def test_json_and_since_and_the_chart(nights: datetime, bucket: str, s3_env, tmp
 def test_one_report_name_reads_none_of_the_others(nights: datetime, bucket: str, s3_settings) -> None:
     store = CountingStore(parse_store_uri(f"s3://{bucket}/nightly"), s3_settings)
     history = report_history(store, "nightly", "quant8_balanced")
-    assert [len(points) for points in history.values()] == [2]
+    assert [len(points) for points in history.reports.values()] == [2]
     assert store.listed == ["nightly/quant8_balanced"]
     assert store.read and all(key.startswith("nightly/quant8_balanced/ev-") for key in store.read)
     # one manifest per bundle, plus one evaluation for the one policy both nights were judged by

@@ -11,13 +11,13 @@ import pytest
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_file
-from invarlock_provider.storage.archive import archive_report, list_bundles
-from invarlock_provider.storage.index import record_archived
+from invarlock_provider.storage.archive import archive_report
+from invarlock_provider.storage.bundle_reader import list_bundles
 from invarlock_provider.storage.retention import parse_duration, plan_run_pruning, prune_bundles
 from invarlock_provider.storage.s3 import S3Store
 from invarlock_provider.storage.stores import open_store
 from invarlock_provider.storage.uri import parse_store_uri
-from tests.storage.conftest import cli
+from tests.storage.conftest import cli, date_evaluation
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -41,6 +41,17 @@ def test_durations() -> None:
         parse_duration("two weeks")
 
 
+class Claims:
+    """The planning rules alone: which digests count as archived (real bundles are verified by
+    ArchivedRuns; tests below and in test_evidence_integrity.py use real ones)."""
+
+    def __init__(self, digests: set[str]) -> None:
+        self.digests = digests
+
+    def check(self, digest: str) -> str | None:
+        return None if digest in self.digests else "not archived"
+
+
 def test_only_archived_runs_are_pruned_and_never_the_newest(tmp_path: Path) -> None:
     runs = make_runs(
         tmp_path / "runs",
@@ -48,7 +59,7 @@ def test_only_archived_runs_are_pruned_and_never_the_newest(tmp_path: Path) -> N
         ["20260101_000000", "20260102_000000", "20260103_000000", "20260530_000000"],
         failed=("20260102_000000",),
     )
-    archived = {sha256_file(runs[0] / "report.json")}
+    archived = Claims({sha256_file(runs[0] / "report.json")})
     decisions = {
         Path(d.target).name: d
         for d in plan_run_pruning(
@@ -60,16 +71,23 @@ def test_only_archived_runs_are_pruned_and_never_the_newest(tmp_path: Path) -> N
             now=NOW,
         )
     }
-    assert decisions["20260101_000000"].delete and decisions["20260101_000000"].reason == "archived"
+    assert decisions["20260101_000000"].delete
+    assert decisions["20260101_000000"].reason == "archived (its bundle verifies)"
     assert decisions["20260102_000000"].delete and "failed run" in decisions["20260102_000000"].reason
     assert not decisions["20260103_000000"].delete and decisions["20260103_000000"].reason == "not archived"
     assert not decisions["20260530_000000"].delete and decisions["20260530_000000"].reason == "newest run of its name"
 
 
-def test_prune_cli_deletes_archived_runs_and_keeps_latest_pointer(tmp_path: Path, index_path: Path) -> None:
+def test_prune_cli_deletes_archived_runs_and_keeps_latest_pointer(
+    tmp_path: Path, reports: Path, index_path: Path
+) -> None:
+    """Two old runs whose reports are in a bundle that verifies go; the newest run stays."""
     runs = make_runs(tmp_path / "runs", "baseline", ["20250101_000000", "20250102_000000", "20250103_000000"])
+    shutil.copy(reports / "quant8_balanced" / "report.json", runs[0] / "report.json")
+    shutil.copy(reports / "baseline" / "report.json", runs[1] / "report.json")
     (tmp_path / "runs" / "baseline" / "report.json").symlink_to("20250103_000000/report.json")
-    record_archived(index_path, {sha256_file(r / "report.json"): {"role": "subject"} for r in runs})
+    code, _, stderr = cli("archive", str(reports / "quant8_balanced"), "--to", (tmp_path / "evidence").as_uri())
+    assert code == 0, stderr
     code, stdout, _ = cli("prune", str(tmp_path / "runs"), "--keep-last", "1", "--dry-run")
     assert code == 0 and "would delete" in stdout and "2 would delete, 1 kept" in stdout
     assert all(r.exists() for r in runs)
@@ -109,12 +127,17 @@ class RecordingStore:
         self.deletes.append(list(keys))
         return self._store.delete(keys)
 
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        self.deletes.append([f"if-match:{key}"])
+        return self._store.delete_if_match(key, etag)
+
     def __getattr__(self, name: str):
         return getattr(self._store, name)
 
 
 def archive_two_versions(store, reports: Path, index_path: Path) -> tuple[str, str]:
-    first = archive_report(store, reports / "quant8_balanced", index_path=index_path, now=NOW - timedelta(days=400))
+    date_evaluation(reports / "quant8_balanced", NOW - timedelta(days=400))
+    first = archive_report(store, reports / "quant8_balanced", index_path=index_path)
     folder = reports / "quant8_balanced"
     code, _, stderr = cli(
         "report",
@@ -130,7 +153,8 @@ def archive_two_versions(store, reports: Path, index_path: Path) -> tuple[str, s
         "aggressive",
     )  # new evidence under the same report name
     assert code == 0, stderr
-    second = archive_report(store, reports / "quant8_balanced", index_path=index_path, now=NOW - timedelta(days=2))
+    date_evaluation(reports / "quant8_balanced", NOW - timedelta(days=2))
+    second = archive_report(store, reports / "quant8_balanced", index_path=index_path)
     return first.evidence_id, second.evidence_id
 
 
@@ -143,9 +167,9 @@ def test_bucket_prune_by_age_deletes_manifest_first(
     assert {Path(d.target).name: d.delete for d in dry.decisions} == {old: True, new: False}
     assert store.deletes == []
     report = prune_bundles(store, "nightly", keep_last=None, max_age=timedelta(days=365), now=NOW)
-    assert report.deleted_objects == 5 and not report.errors  # 4 files + manifest; the html went with re-reporting
-    assert store.deletes[0] == [f"nightly/quant8_balanced/{old}/manifest.json"]
-    assert all(not key.endswith("manifest.json") for key in store.deletes[1])
+    assert report.deleted_objects == 4 and not report.errors  # 3 files + manifest; the html went with the dating
+    assert store.deletes[0] == [f"if-match:nightly/quant8_balanced/{old}/manifest.json"]  # the one verified
+    assert len(store.deletes) == 2
     remaining = [b.evidence_id for b in list_bundles(store, "nightly")]
     assert remaining == [new]
 
@@ -187,31 +211,35 @@ def test_locked_bundles_are_kept_and_reported(
     assert seaweed.client().list_object_versions(Bucket=locked_bucket).get("Versions") == before.get("Versions")
 
 
-def test_bucket_prune_paginates_and_batches(seaweed, bucket, s3_settings) -> None:
-    """1,250 objects in 25 bundles: listing crosses the 1,000-key page, deletes the 1,000-key batch."""
+def test_bucket_prune_paginates_and_batches(seaweed, bucket, s3_settings, reports: Path) -> None:
+    """25 real bundles and 1,250 objects: listing crosses the 1,000-key page, deletes the 1,000-key batch."""
     client = seaweed.client()
-    manifest = {"schema_version": "invarlock.bundle/1", "files": [], "created_at": "2020-01-01T00:00:00+00:00"}
-    for bundle in range(25):
-        base = f"bulk/r{bundle % 3}/ev-{bundle:024x}"
-        client.put_object(Bucket=bucket, Key=f"{base}/manifest.json", Body=json.dumps(manifest).encode())
-        for number in range(49):
-            client.put_object(Bucket=bucket, Key=f"{base}/f{number}.json", Body=b"{}")
     store = RecordingStore(S3Store(parse_store_uri(f"s3://{bucket}/bulk"), s3_settings))
-    assert len(list(store.list("bulk"))) == 1250
+    for number in range(25):
+        folder = reports / f"r{number % 3}"
+        if not folder.exists():
+            shutil.copytree(reports / "quant8_balanced", folder)
+        date_evaluation(folder, NOW - timedelta(days=100 + number))
+        result = archive_report(store, folder)
+        for extra in range(50 - len(list(store.list(result.bundle_key)))):
+            client.put_object(Bucket=bucket, Key=f"{result.bundle_key}/extra/f{extra}.json", Body=b"{}")
+    assert len([info for info in store.list("bulk") if "/.archived-runs/" not in info.key]) == 1250
     report = prune_bundles(store, "bulk", keep_last=0, max_age=timedelta(days=1), now=NOW)
-    assert report.deleted_objects == 1250 and not report.errors
-    assert list(store.list("bulk")) == []
+    assert report.deleted_objects == 1250 and not report.errors and not report.unverified
+    assert [info.key for info in store.list("bulk") if "/.archived-runs/" not in info.key] == []
 
 
-def test_an_age_rule_alone_keeps_the_newest_bundle_of_each_name(seaweed, bucket, s3_settings) -> None:
-    client = seaweed.client()
-    for number, name in enumerate(["a", "a", "b"]):
-        created = (NOW - timedelta(days=400 - number)).isoformat()
-        manifest = {"schema_version": "invarlock.bundle/1", "files": [], "created_at": created}
-        client.put_object(Bucket=bucket, Key=f"old/{name}/ev-{number:024x}/manifest.json", Body=json.dumps(manifest))
+def test_an_age_rule_alone_keeps_the_newest_bundle_of_each_name(seaweed, bucket, s3_settings, reports: Path) -> None:
     store = S3Store(parse_store_uri(f"s3://{bucket}/old"), s3_settings)
+    ids = []
+    for number, name in enumerate(["a", "a", "b"]):
+        folder = reports / name
+        if not folder.exists():
+            shutil.copytree(reports / "quant8_balanced", folder)
+        date_evaluation(folder, NOW - timedelta(days=400 - number))
+        ids.append(archive_report(store, folder).evidence_id)
     report = prune_bundles(store, "old", keep_last=None, max_age=timedelta(days=30), now=NOW)
-    assert sorted(b.evidence_id for b in list_bundles(store, "old")) == [f"ev-{1:024x}", f"ev-{2:024x}"]
+    assert sorted(b.evidence_id for b in list_bundles(store, "old")) == sorted(ids[1:])
     assert sum("newest of its report name" in d.reason for d in report.decisions) == 2
 
 
@@ -229,11 +257,16 @@ def test_file_store_archive_verify_and_prune(reports: Path, tmp_path: Path, inde
     assert cli("verify", bundle_dir.as_uri())[0] == 0
     code, stdout, _ = cli("ls", uri)
     assert code == 0 and "PASS" in stdout
+    original = (bundle_dir / "report.json").read_bytes()
     (bundle_dir / "report.json").write_text("{}")
     code, stdout, _ = cli("verify", str(bundle_dir))
     assert code == 1 and "FAIL bundle.report.json: report.json changed" in stdout
     store = open_store(uri)
-    report = prune_bundles(store, "", keep_last=0, max_age=timedelta(0), now=datetime.now(UTC) + timedelta(days=1))
+    later = datetime.now(UTC) + timedelta(days=1)
+    report = prune_bundles(store, "", keep_last=0, max_age=timedelta(0), now=later)
+    assert report.deleted_objects == 0 and report.unverified == [bundle_dir.as_uri()]  # reported, never deleted
+    (bundle_dir / "report.json").write_bytes(original)
+    report = prune_bundles(store, "", keep_last=0, max_age=timedelta(0), now=later)
     assert report.deleted_objects == 5
     assert not (tmp_path / "evidence" / "quant8_balanced").exists()
 

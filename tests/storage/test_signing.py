@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from invarlock_provider.errors import InvarlockError
-from invarlock_provider.storage.archive import archive_report, list_bundles, verify_bundle_folder
+from invarlock_provider.storage.archive import archive_report
+from invarlock_provider.storage.bundle_reader import list_bundles, verify_bundle_folder
 from invarlock_provider.storage.local import LocalFolderStore
 from invarlock_provider.storage.signing import SIGNATURE_FILE, Trust, TrustedKey, load_signing_key
 from invarlock_provider.storage.uri import parse_store_uri
-from tests.storage.conftest import cli
+from tests.storage.conftest import cli, date_evaluation
 
 
 def keygen(folder: Path) -> str:
@@ -100,9 +101,13 @@ def test_a_signed_bundle_verifies_and_names_its_signer(keys, tmp_path: Path, rep
     assert json.loads((bundle / "manifest.json").read_text())["signing"]["fingerprint"] == fingerprint
     signature = json.loads((bundle / SIGNATURE_FILE).read_text())
     assert signature["algorithm"] == "ed25519" and signature["fingerprint"] == fingerprint
-    for extra in ((), ("--trusted-key", str(folder / "public.pem")), ("--fingerprint", fingerprint)):
+    for extra, trusted in (
+        ((), ""),
+        (("--trusted-key", str(folder / "public.pem")), f" (trusted: {folder / 'public.pem'})"),
+        (("--fingerprint", fingerprint), " (trusted: --fingerprint)"),
+    ):
         code, stdout, _ = cli("verify", str(bundle), *extra)
-        assert code == 0 and stdout.strip().endswith(f"verdict PASS, signed by {fingerprint}"), stdout
+        assert code == 0 and stdout.strip().endswith(f"verdict PASS, signed by {fingerprint}{trusted}"), stdout
     code, stdout, _ = cli("ls", evidence.as_uri())
     assert f"signed {fingerprint[:16]}" in stdout
     # Removing the signature is seen without any trust input: the manifest names its signer.
@@ -143,8 +148,8 @@ def test_a_key_outside_its_window_fails(keys, tmp_path: Path, reports: Path, ind
     folder, fingerprint = keys["nightly"]
     key = load_signing_key(folder / "private.pem")
     store = local_store(tmp_path / "evidence")
-    archive_report(store, reports / "quant8_balanced", now=datetime(2026, 6, 1, tzinfo=UTC), signing_key=key,
-                   index_path=index_path)  # fmt: skip
+    date_evaluation(reports / "quant8_balanced", datetime(2026, 6, 1, tzinfo=UTC))
+    archive_report(store, reports / "quant8_balanced", signing_key=key, index_path=index_path)
     (bundle,) = bundle_dirs(tmp_path / "evidence")
     rotated = Trust((TrustedKey("nightly-2026h1", fingerprint, datetime(2026, 1, 1, tzinfo=UTC),
                                 datetime(2026, 7, 1, tzinfo=UTC)),))  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from invarlock_provider.errors import BadInputError, InvarlockError
+from invarlock_provider.fileio import sha256_file
 from invarlock_provider.storage.archive import archive_report
 from invarlock_provider.storage.index import archived_in_store
 from invarlock_provider.storage.s3 import S3Settings, S3Store
@@ -78,7 +79,9 @@ def test_an_uploaded_run_is_the_newest_only_once_complete(seaweed, bucket, s3_se
     assert read_latest(runs)[0] == f"work/runs/baseline/{stamp}/report.json"
 
 
-def test_the_cli_reports_and_archives_between_stores(seaweed, bucket, s3_settings, s3_env, work, index_path) -> None:
+def test_the_cli_reports_and_archives_between_stores(
+    seaweed, bucket, s3_settings, s3_env, work, index_path, real_runs
+) -> None:
     work_root = f"s3://{bucket}/work"
     code, stdout, stderr = cli(
         "report",
@@ -100,7 +103,9 @@ def test_the_cli_reports_and_archives_between_stores(seaweed, bucket, s3_setting
         summary["verdict"] == "PASS"
         and summary["report"] == f"{work_root}/reports/quant8_balanced/evaluation.report.json"
     )
+    baseline_sha256 = sha256_file(real_runs["baseline"])
     assert keys(seaweed, bucket, "work/reports/") == [
+        f"work/reports/baseline/by-sha256/{baseline_sha256}/report.json",
         "work/reports/baseline/report.json",
         "work/reports/quant8_balanced/evaluation.html",
         "work/reports/quant8_balanced/evaluation.report.json",
@@ -151,7 +156,7 @@ def test_store_prune_deletes_archived_runs_and_never_the_newest(
     assert code == 0, stderr
     decisions = {d["target"]: (d["delete"], d["reason"]) for d in json.loads(stdout)["decisions"]}
     old = f"s3://{bucket}/work/runs/baseline/{real_runs['baseline'].parent.name}"
-    assert decisions[old] == (True, "archived")
+    assert decisions[old] == (True, "archived (its bundle verifies)")
     assert decisions[f"s3://{bucket}/work/runs/baseline/20000101_000000"] == (True, "failed run (no report.json)")
     assert decisions[f"s3://{bucket}/work/runs/baseline/29991231_235959"] == (False, "newest run of its name")
     assert decisions[f"{work['quant8'].replace('runs/quant8', 'runs/quant8/')}{real_runs['quant8'].parent.name}"] == (
