@@ -75,6 +75,21 @@ def archive_conn_id() -> str | None:
     return os.environ.get("INVARLOCK_ARCHIVE_CONN_ID") or None
 
 
+def served_stores() -> list[tuple[str, str | None]]:
+    """The stores the Evidence pages may read, as (root URI, connection id): only what the deployment
+    configured. An XCom is no authority on where evidence is (a user with the plain ``user`` role can
+    write one through the REST API), so the plugin reads nothing outside these roots and always
+    through the root's own connection. A local work folder counts as ``file://``: it is where
+    ``build_report`` writes when ``INVARLOCK_WORK_URI`` is unset."""
+    stores = [(archive_target(), archive_conn_id()), (default_archive_target(), None)]
+    work = work_root()
+    if work.startswith(("s3://", "file://")):
+        stores.append((work, work_conn_id()))
+    else:
+        stores.append((Path(work).resolve().as_uri(), None))
+    return stores
+
+
 def signing_conn_id() -> str | None:
     """The connection holding the Ed25519 key that signs archived bundles (its password: the PEM)."""
     return os.environ.get("INVARLOCK_SIGNING_CONN_ID") or None

@@ -1,9 +1,11 @@
 """The InvarLock plugin's FastAPI app, mounted by the API server at ``/invarlock``.
 
-Every page is read server side from the store (through the connection the task used), so the
-browser needs no bucket access; every route checks with Airflow's auth manager that the user may
-read the DAG the evidence belongs to, names and ids taken from URLs are validated before any key
-is formed, and every response carries a Content-Security-Policy that allows no script.
+Every page is read server side from the store, so the browser needs no bucket access; a task's
+XCom says where its evidence is, but only a store the deployment serves is read, through that
+store's configured connection (anything else is a 403 page). Every route checks with Airflow's
+auth manager that the user may read the DAG the evidence belongs to, names and ids taken from URLs
+are validated before any key is formed, and every response carries a Content-Security-Policy that
+allows no script (a file download's also sandboxes it).
 
 Routes (below ``/invarlock``):
     /task/{dag_id}/{run_id}/{task_id}/{map_index}        that task's evidence (report, verify result)
@@ -44,7 +46,7 @@ def create_app() -> FastAPI:
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
         response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)  # a download sets its own
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
         response.headers["Cache-Control"] = "private, no-store"
@@ -111,7 +113,7 @@ def task_file(session: SessionDep, dag_id: str, run_id: str, task_id: str, map_i
     value = _task_value(session, dag_id, run_id, task_id, _map_index(map_index))
     if "bundle_uri" not in value:
         raise HTTPException(404, f"{task_id} archived no bundle")
-    return pages.bundle_file(value["bundle_uri"], value.get("conn_id"), name)
+    return pages.bundle_file(value["bundle_uri"], name)
 
 
 @router.get("/run/{dag_id}/{run_id}", dependencies=[RunAccess])
@@ -157,10 +159,10 @@ def evidence_bundle_page(request: Request, user: GetUserDep, report: str, eviden
     source = _evidence_source(user)
     uri = pages.source_bundle_uri(source, report, evidence_id)
     files = f"{_root(request)}/evidence/{report}/{evidence_id}/files"
-    return HTMLResponse(pages.bundle_page(uri, source.conn_id, files_link=files))
+    return HTMLResponse(pages.bundle_page(uri, files_link=files))
 
 
 @router.get("/evidence/{report}/{evidence_id}/files/{name:path}")
 def evidence_file(user: GetUserDep, report: str, evidence_id: str, name: str) -> Response:
     source = _evidence_source(user)
-    return pages.bundle_file(pages.source_bundle_uri(source, report, evidence_id), source.conn_id, name)
+    return pages.bundle_file(pages.source_bundle_uri(source, report, evidence_id), name)

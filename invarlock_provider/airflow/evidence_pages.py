@@ -1,14 +1,16 @@
 """The Evidence pages' content: read from the store server side, rendered as script-free HTML.
 
-A bundle's page is its own ``evaluation.html`` with a banner put on top: the verdict, ratio and
-CI, tier, the server-side ``invarlock verify`` result and the bundle's files. A reports folder
-(``build_report``'s output, before it is archived) is fetched from the work store and verified the
-same way.
+A bundle's page is a banner (the server-side ``invarlock verify`` result, the verdict, ratio and
+CI, tier, the signature judged against the deployment's trusted keys, the bundle's files) over the
+report, drawn here from the *verified* evaluation JSON. The ``evaluation.html`` stored in a bundle
+is never the page: whoever can write to the bucket can write that file (and a manifest to match
+it), so it is only a download, as an attachment under a sandboxing CSP. Evidence that does not
+verify gets the banner with its failed checks and no report. A reports folder (``build_report``'s
+output, before it is archived) is fetched from the work store and shown the same way.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,21 +22,28 @@ from invarlock_provider.airflow.evidence_store import (
     EvidenceSource,
     check_bundle_path,
     open_bundle_store,
-    read_json,
+    served_conn_id,
+    served_stores,
+    serving_store,
 )
 
 RECENT_ROWS = 12  # bundles listed per report name on the Evidence page, newest first
 PAGE_CSS = """
 .invarlock-banner{font:14px/1.45 system-ui,sans-serif;background:#fff;border:1px solid #dde1e6;
-border-left:6px solid #2f855a;padding:10px 14px;margin:0 0 14px}
-.invarlock-banner[data-verdict=FAIL]{border-left-color:#c53030}
+border-left:6px solid #2f855a;padding:10px 14px;margin:0 0 14px;color:#1d2330}
+.invarlock-banner[data-verdict=FAIL],.invarlock-banner[data-verdict=UNVERIFIED]{border-left-color:#c53030}
 .invarlock-banner .verdict{font-size:18px;font-weight:700;color:#2f855a}
-.invarlock-banner[data-verdict=FAIL] .verdict{color:#c53030}
+.invarlock-banner[data-verdict=FAIL] .verdict,.invarlock-banner[data-verdict=UNVERIFIED] .verdict{color:#c53030}
 .invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li.bad{color:#c53030}
+.invarlock-banner li.signature{font-weight:600}
 .invarlock-banner .files a{margin-right:10px}
 form.filters{margin:0 0 12px}form.filters label{margin-right:12px}
 """
 CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".html": "text/html; charset=utf-8"}
+# A downloaded file is not a page of this app: opened in a browser it may neither run, style nor
+# navigate anything (sandbox), whatever a bucket writer put in it.
+DOWNLOAD_CSP = "sandbox; default-src 'none'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+REPORTS_SIGNATURE = "UNSIGNED: a reports folder is signed, if at all, when it is archived"
 
 
 def esc(value: Any) -> str:
@@ -50,88 +59,127 @@ def _ratio(ratio: Any, ci: Any) -> str:
     return f"{fmt(ratio)}{interval}"
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, css: str | None = None) -> str:
+    """``css``: the report's own stylesheet when the page carries a report, else the listings'."""
     from invarlock_provider.reporting.history_html import HISTORY_CSS
 
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{HISTORY_CSS}{PAGE_CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{HISTORY_CSS if css is None else css}{PAGE_CSS}</style></head>"
         f"<body><main>{body}</main></body></html>"
     )
 
 
-def banner(evaluation: dict[str, Any], verification: Any, where: str, files: list[tuple[str, str]]) -> str:
+def signature_status(verification: Any, trust: Any) -> str:
+    """Who signed, in the words a viewer needs: a valid signature proves nothing until its key is trusted."""
+    from invarlock_provider.storage.signing import TRUSTED_KEYS_ENV
+
+    if verification.trusted:
+        return f"signed by trusted key {verification.trusted}"
+    if verification.signer is None:
+        return "UNSIGNED"
+    if trust is None:
+        return f"no trusted keys configured ({TRUSTED_KEYS_ENV}): signature by {verification.signer} not judged"
+    return f"signed by {verification.signer} \u2014 not a trusted key"
+
+
+def banner(verification: Any, where: str, files: list[tuple[str, str]], signature: str) -> str:
+    """The verdict, ratio and reasons only from evidence that verifies; otherwise the failed checks."""
+    links = "".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in files)
+    signed = f'<li class="signature">{esc(signature)}</li>'
+    evaluation = verification.evaluation if verification.ok else None
+    if evaluation is None:
+        why = "does not verify" if not verification.ok else "holds no evaluation"
+        failed = "".join(
+            f'<li class="bad">verify: {esc(c.name)} failed: {esc(c.detail)}</li>' for c in verification.failed()
+        )
+        return (
+            '<section class="invarlock-banner" data-verdict="UNVERIFIED"><span class="verdict">NOT VERIFIED</span> '
+            f"this evidence {why}, so no verdict or report is shown"
+            f'<div class="where">{esc(where)}</div><ul>{failed}{signed}</ul><div class="files">{links}</div></section>'
+        )
     metric = evaluation.get("primary_metric") or {}
     verdict = evaluation["verdict"]
-    checks = [c for c in verification.checks if not c.ok]
-    verified = (
-        f"<li>invarlock verify: {len(verification.checks)} checks passed</li>"
-        if verification.ok
-        else "".join(f'<li class="bad">verify: {esc(c.name)} failed: {esc(c.detail)}</li>' for c in checks)
-    )
-    failed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation.get("reasons", []))
-    links = "".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in files)
-    signer = f'<li class="signer">signed by {esc(verification.signer)}</li>' if verification.signer else ""
+    reasons = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation.get("reasons", []))
     return (
         f'<section class="invarlock-banner" data-verdict="{esc(verdict)}">'
         f'<span class="verdict">{esc(verdict)}</span> '
         f'[{esc(evaluation["tier"])}] ratio <span class="ratio">{_ratio(metric.get("ratio"), metric.get("ci"))}</span>'
-        f'<div class="where">{esc(where)}</div><ul>{verified}{signer}{failed}</ul>'
-        f'<div class="files">{links}</div></section>'
+        f'<div class="where">{esc(where)}</div><ul><li>invarlock verify: {len(verification.checks)} checks passed</li>'
+        f'{signed}{reasons}</ul><div class="files">{links}</div></section>'
     )
 
 
-def _with_banner(report_html: str | None, top: str, title: str) -> str:
-    """The report page with the banner first in its <main>; a page of its own when there is none."""
-    marker = "<main>"
-    if report_html and marker in report_html:
-        head, tail = report_html.split(marker, 1)
-        return f"{head.replace('</style>', PAGE_CSS + '</style>', 1)}{marker}{top}{tail}"
-    return page(title, top + "<p>This bundle has no evaluation.html.</p>")
+def _report(verification: Any) -> tuple[str, str] | None:
+    """(CSS, <main> content) of the report rendered from the verified evaluation and its two reports."""
+    if not verification.ok or verification.evaluation is None or len(verification.reports) != 2:
+        return None
+    from invarlock_provider.reporting.html import render_html
+
+    rendered = render_html(verification.evaluation, verification.reports["subject"], verification.reports["baseline"])
+    css = rendered.split("<style>", 1)[1].split("</style>", 1)[0]
+    body = rendered.split("<main>", 1)[1].rsplit("</main>", 1)[0]
+    return css, body
 
 
-def bundle_page(uri: str, conn_id: str | None, *, files_link: str) -> str:
-    """One fetch serves the verification and the page: the files are read from that copy."""
-    from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
-    from invarlock_provider.storage.archive import verify_fetched_bundle
+def evidence_view(where: str, verification: Any, files: list[tuple[str, str]], signature: str) -> str:
+    top = banner(verification, where, files, signature)
+    report = _report(verification)
+    if report is None:
+        return page(where, top)
+    css, body = report
+    return page(where, top + body, css)
+
+
+def _listed_files(folder: Path) -> list[str]:
+    """The files a fetched bundle's manifest lists (the manifest first); none when the fetch failed."""
+    from invarlock_provider.storage.bundle import MANIFEST_FILE, parse_manifest
+
+    if not (folder / MANIFEST_FILE).is_file():
+        return []
+    manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), str(folder))
+    return [MANIFEST_FILE] + [entry["path"] for entry in manifest["files"]]
+
+
+def bundle_page(uri: str, *, files_link: str) -> str:
+    """Verified on every request, from the store as it is now (no cache: any object may have been
+    replaced), against the deployment's trusted keys; the HTML attachment is checked, not fetched."""
     from invarlock_provider.storage.bundle import MANIFEST_FILE
+    from invarlock_provider.storage.bundle_reader import guarded, verify_fetched_bundle
+    from invarlock_provider.storage.signing import deployment_trust
     from invarlock_provider.storage.uri import join_key
 
-    store, key = open_bundle_store(uri, conn_id)
+    store, key = open_bundle_store(uri, served_conn_id(uri), cached=False)
     if store.head(join_key(key, MANIFEST_FILE)) is None:
         raise HTTPException(404, f"{uri}: no complete bundle here")
+    trust = deployment_trust()
     with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
         folder = Path(scratch) / "bundle"
-        verification = verify_fetched_bundle(store, key, uri, folder)
-        evaluation = json.loads((folder / EVALUATION_FILE).read_text())
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-        html = (folder / HTML_FILE).read_text() if (folder / HTML_FILE).is_file() else None
-    names = [MANIFEST_FILE] + [entry["path"] for entry in manifest["files"]]
-    files = [(name, f"{files_link}/{name}") for name in names]
-    return _with_banner(html, banner(evaluation, verification, uri, files), uri)
+        verification = guarded(uri, lambda: verify_fetched_bundle(store, key, uri, folder, trust, attachments=False))
+        files = [(name, f"{files_link}/{name}") for name in _listed_files(folder)]
+        return evidence_view(uri, verification, files, signature_status(verification, trust))
 
 
-def reports_page(report_dir: str, conn_id: str | None, sha256: str | None) -> str:
+def reports_page(report_dir: str, sha256: str | None) -> str:
     """``build_report``'s folder in the work store: fetched, verified, shown (no downloads: not archived)."""
     from invarlock_provider.airflow.hooks import EvidenceStoreHook
-    from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
-    from invarlock_provider.reporting.verify import load_evaluation, verify_path
+    from invarlock_provider.reporting.verify import verify_path
+    from invarlock_provider.storage.bundle_reader import guarded
     from invarlock_provider.storage.handoff import stage_reports
 
+    conn_id = served_conn_id(report_dir)
     settings = EvidenceStoreHook(conn_id).s3_settings if report_dir.startswith("s3://") else None
     with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
         folder, _ = stage_reports(report_dir, Path(scratch), settings, sha256)
-        verification = verify_path(folder)
-        evaluation = load_evaluation(folder / EVALUATION_FILE)
-        html = (folder / HTML_FILE).read_text() if (folder / HTML_FILE).is_file() else None
-    return _with_banner(html, banner(evaluation, verification, report_dir, []), report_dir)
+        verification = guarded(report_dir, lambda: verify_path(folder))
+        return evidence_view(report_dir, verification, [], REPORTS_SIGNATURE)
 
 
 def task_page(value: dict[str, Any], *, files_link: str) -> str:
     if "bundle_uri" in value:
-        return bundle_page(value["bundle_uri"], value.get("conn_id"), files_link=files_link)
+        return bundle_page(value["bundle_uri"], files_link=files_link)
     if "report_dir" in value:
-        return reports_page(value["report_dir"], value.get("conn_id"), value.get("evaluation_sha256"))
+        return reports_page(value["report_dir"], value.get("evaluation_sha256"))
     if "run_id" in value and "report" in value:
         rows = "".join(
             f"<tr><th>{esc(label)}</th><td>{esc(value.get(field))}</td></tr>"
@@ -148,17 +196,21 @@ def task_page(value: dict[str, Any], *, files_link: str) -> str:
 
 
 def run_page(dag_id: str, run_id: str, values: list[tuple[str, int, Any]], *, root: str) -> str:
-    """Every report of one DAG run: the archive task's outcome where there is one, else the report's."""
+    """Every report of one DAG run: the archive task's outcome where there is one, else the report's.
+    An XCom that points outside the served stores is no report of this deployment: it is named, not listed."""
     reports: dict[str, dict[str, Any]] = {}
+    stores, unserved = served_stores(), []
     for task_id, map_index, value in values:
-        if not isinstance(value, dict) or "verdict" not in value:
+        if not isinstance(value, dict) or "verdict" not in value or not {"bundle_uri", "report_dir"} & set(value):
+            continue
+        location = value["bundle_uri"] if "bundle_uri" in value else value["report_dir"]
+        if not isinstance(location, str) or serving_store(location, stores) is None:
+            unserved.append(f"{task_id}[{map_index}]")
             continue
         if "bundle_uri" in value:  # archive: .../<report name>/<evidence id>
-            name, fields = value["bundle_uri"].rstrip("/").split("/")[-2], ("verdict", "bundle_uri")
-        elif "report_dir" in value:  # build_report: .../reports/<report name>
-            name, fields = value["report_dir"].rstrip("/").split("/")[-1], ("verdict", "ratio", "ci", "tier")
-        else:
-            continue
+            name, fields = location.rstrip("/").split("/")[-2], ("verdict", "bundle_uri")
+        else:  # build_report: .../reports/<report name>
+            name, fields = location.rstrip("/").split("/")[-1], ("verdict", "ratio", "ci", "tier")
         entry = reports.setdefault(name, {})
         entry.update({field: value.get(field) for field in fields})
         if "bundle_uri" in value or "link" not in entry:  # the archived bundle's page when there is one
@@ -176,12 +228,30 @@ def run_page(dag_id: str, run_id: str, values: list[tuple[str, int, Any]], *, ro
         if rows
         else "<p>No report in this run (yet).</p>"
     )
+    if unserved:
+        table += (
+            f'<p class="unserved">Not shown: {esc(", ".join(unserved))} recorded evidence in a store this '
+            "deployment does not serve.</p>"
+        )
     return page(f"{dag_id} {run_id}", f"<h1>Reports of {esc(dag_id)} / {esc(run_id)}</h1>{table}")
 
 
 def source_bundle_uri(source: EvidenceSource, report_name: str, evidence_id: str) -> str:
     check_bundle_path(report_name, evidence_id)
     return f"{source.target.rstrip('/')}/{report_name}/{evidence_id}"
+
+
+def _listed_subject(store: Any, key: str) -> dict[str, Any]:
+    """The subject a listed bundle's evaluation names; a listing row, so an unreadable one says so
+    (the bundle's own page verifies it)."""
+    from invarlock_provider.errors import InvarlockError
+    from invarlock_provider.strict_json import loads_object
+
+    try:
+        subject = loads_object(store.read_bytes(key), key).get("subject")
+    except InvarlockError:
+        subject = None
+    return subject if isinstance(subject, dict) else {"model_id": "unreadable", "edit": "-"}
 
 
 def evidence_page(source: EvidenceSource, report: str | None, verdict: str | None, *, root: str) -> str:
@@ -197,11 +267,11 @@ def evidence_page(source: EvidenceSource, report: str | None, verdict: str | Non
         return f"{root}/evidence/{point.report_name}/{point.evidence_id}"
 
     sections = []
-    for name, points in history.items():
+    for name, points in history.reports.items():
         shown = [p for p in reversed(points) if verdict in (None, p.verdict)][:RECENT_ROWS]
         rows = []
         for point in shown:
-            subject = read_json(store, join_key(point.key, EVALUATION_FILE))["subject"]
+            subject = _listed_subject(store, join_key(point.key, EVALUATION_FILE))
             rows.append(
                 f'<tr data-evidence-id="{esc(point.evidence_id)}"><td>{point.created_at:%Y-%m-%d %H:%M}</td>'
                 f'<td class="{esc(point.verdict)}">{esc(point.verdict)}</td><td>{_ratio(point.ratio, point.ci)}</td>'
@@ -216,7 +286,9 @@ def evidence_page(source: EvidenceSource, report: str | None, verdict: str | Non
             "<table><thead><tr><th>date</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th>"
             f"<th>subject model (edit)</th><th>bundle</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
         )
-    names = "".join(f'<option value="{esc(n)}"{" selected" if n == report else ""}>{esc(n)}</option>' for n in history)
+    names = "".join(
+        f'<option value="{esc(n)}"{" selected" if n == report else ""}>{esc(n)}</option>' for n in history.reports
+    )
     verdicts = "".join(
         f'<option value="{v}"{" selected" if v == (verdict or "") else ""}>{v or "any"}</option>'
         for v in ("", "PASS", "FAIL")
@@ -227,16 +299,22 @@ def evidence_page(source: EvidenceSource, report: str | None, verdict: str | Non
         f'<label>verdict <select name="verdict">{verdicts}</select></label><button type="submit">Filter</button></form>'
     )
     body = "".join(sections) or "<p>No archived bundle yet.</p>"
+    if history.skipped:
+        left_out = "".join(f"<li>{esc(uri)}: {esc(reason)}</li>" for uri, reason in history.skipped)
+        summary = f"{len(history.skipped)} bundles left out (unreadable or damaged)"
+        body += f'<details class="skipped"><summary>{summary}</summary><ul>{left_out}</ul></details>'
     return page("InvarLock evidence", f"<h1>Evidence: {esc(source.target)}</h1>{form}{body}")
 
 
-def bundle_file(uri: str, conn_id: str | None, name: str) -> Response:
-    """One file the bundle's manifest lists (or the manifest), as a download."""
+def bundle_file(uri: str, name: str) -> Response:
+    """One file the bundle's manifest (as it is now) lists, or the manifest: always an attachment under
+    a sandboxing CSP, so a stored evaluation.html can never act as a page of the Airflow UI."""
     from invarlock_provider.storage.bundle import MANIFEST_FILE
+    from invarlock_provider.storage.bundle_reader import read_manifest
     from invarlock_provider.storage.uri import join_key
 
-    store, key = open_bundle_store(uri, conn_id)
-    manifest = read_json(store, join_key(key, MANIFEST_FILE))
+    store, key = open_bundle_store(uri, served_conn_id(uri), cached=False)
+    _, manifest, _ = read_manifest(store, key, uri)
     if name not in {MANIFEST_FILE, *(entry["path"] for entry in manifest["files"])}:
         raise HTTPException(404, f"{name!r} is not a file of this bundle")
     body = store.read_bytes(join_key(key, name))
@@ -244,5 +322,5 @@ def bundle_file(uri: str, conn_id: str | None, name: str) -> Response:
     return Response(
         body,
         media_type=CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"),
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Content-Security-Policy": DOWNLOAD_CSP},
     )
