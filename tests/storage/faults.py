@@ -2,7 +2,8 @@
 
 ``python -m tests.storage.faults ARGS...`` runs the real CLI (``invarlock ARGS...``) with every call
 that reads or commits evidence counted: the object-store methods of both backends (S3 and a local
-folder) and the commits of a local run folder (its report.json and the newest-run link). Each call
+folder) and the commits of local folders (atomic file writes, the newest-run link, the rename and
+removal that prune a local run). Each call
 is appended to ``$INVARLOCK_FAULT_LOG`` as ``<number> <method> <key>`` before it happens; at call
 number ``$INVARLOCK_FAULT_AT`` (or the first whose line contains ``$INVARLOCK_FAULT_MATCH``) the
 process does ``$INVARLOCK_FAULT_ACTION``: ``kill`` sends itself SIGKILL (kill -9: no cleanup, no
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -62,10 +64,16 @@ def _act(line: str, number: int) -> None:
         time.sleep(0.02)
 
 
-def _counted(method: str, original: Callable[..., Any], *, bound: bool) -> Callable[..., Any]:
+def _counted(
+    method: str, original: Callable[..., Any], *, bound: bool, when: Callable[[str], bool] | None = None
+) -> Callable[..., Any]:
+    """``original``, counted (when ``when`` accepts the call's description) before it runs."""
+
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         described = _describe(method, args[1:] if bound else args, kwargs)
+        if when is not None and not when(described):
+            return original(*args, **kwargs)
         with _lock:
             number = next(_counter)
             log = os.environ.get("INVARLOCK_FAULT_LOG")
@@ -81,8 +89,18 @@ def _counted(method: str, original: Callable[..., Any], *, bound: bool) -> Calla
 
 
 def install() -> None:
-    """Count (and maybe kill or pause at) every store call and local run commit of this process."""
+    """Count (and maybe kill or pause at) every store call and local commit of this process. The
+    functions other modules import by name are replaced before any of those modules is imported."""
     from invarlock_provider import fileio, layout
+
+    for name in ("write_bytes_atomic", "write_json_atomic"):
+        setattr(fileio, name, _counted(name, getattr(fileio, name), bound=False))
+    layout.publish_latest = _counted("publish_latest", layout.publish_latest, bound=False)
+    # A local runs folder is pruned by a rename out of the layout, then the removal of what was renamed.
+    pruning = ".deleting-"
+    Path.rename = _counted("rename", Path.rename, bound=False, when=lambda d: pruning in d)  # type: ignore[method-assign]
+    shutil.rmtree = _counted("rmtree", shutil.rmtree, bound=False, when=lambda d: pruning in d)  # type: ignore[assignment]
+
     from invarlock_provider.storage.local import LocalFolderStore
     from invarlock_provider.storage.s3 import S3Store
 
@@ -90,8 +108,6 @@ def install() -> None:
         for method in STORE_METHODS:
             if hasattr(cls, method):
                 setattr(cls, method, _counted(method, getattr(cls, method), bound=True))
-    fileio.write_json_atomic = _counted("write_json_atomic", fileio.write_json_atomic, bound=False)
-    layout.publish_latest = _counted("publish_latest", layout.publish_latest, bound=False)
 
 
 @contextmanager

@@ -268,6 +268,7 @@ def test_an_absolute_baseline_path_is_never_read(reports: Path, tmp_path: Path) 
 
 # --- 8. one bad bundle never stops the audit ------------------------------------------------------
 
+
 def nested(depth: int) -> list:
     value: list = []
     for _ in range(depth):
