@@ -87,7 +87,7 @@ def banner(verification: Any, where: str, files: list[tuple[str, str]], signatur
     """The verdict, ratio and reasons only from evidence that verifies; otherwise the failed checks."""
     links = "".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in files)
     signed = f'<li class="signature">{esc(signature)}</li>'
-    evaluation = verification.evaluation if verification.ok else None
+    evaluation = verification.recomputed if verification.ok else None
     if evaluation is None:
         why = "does not verify" if not verification.ok else "holds no evaluation"
         failed = "".join(
@@ -100,7 +100,7 @@ def banner(verification: Any, where: str, files: list[tuple[str, str]], signatur
         )
     metric = evaluation.get("primary_metric") or {}
     verdict = evaluation["verdict"]
-    reasons = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation.get("reasons", []))
+    reasons = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation["reasons"])
     return (
         f'<section class="invarlock-banner" data-verdict="{esc(verdict)}">'
         f'<span class="verdict">{esc(verdict)}</span> '
@@ -111,12 +111,13 @@ def banner(verification: Any, where: str, files: list[tuple[str, str]], signatur
 
 
 def _report(verification: Any) -> tuple[str, str] | None:
-    """(CSS, <main> content) of the report rendered from the verified evaluation and its two reports."""
-    if not verification.ok or verification.evaluation is None or len(verification.reports) != 2:
+    """(CSS, <main> content) of the report rendered from the evaluation as recomputed from the two
+    verified reports: a stored evaluation may hold text verify does not compare (reasons, details)."""
+    if not verification.ok or verification.recomputed is None or len(verification.reports) != 2:
         return None
     from invarlock_provider.reporting.html import render_html
 
-    rendered = render_html(verification.evaluation, verification.reports["subject"], verification.reports["baseline"])
+    rendered = render_html(verification.recomputed, verification.reports["subject"], verification.reports["baseline"])
     css = rendered.split("<style>", 1)[1].split("</style>", 1)[0]
     body = rendered.split("<main>", 1)[1].rsplit("</main>", 1)[0]
     return css, body

@@ -63,6 +63,9 @@ class Verification:
     trusted: str | None = None  # the trusted key's name, when trust was given and the signature is trusted
     manifest_etag: str | None = None  # a bundle's manifest as the store identified it when it was read
     evaluation: dict[str, Any] | None = field(default=None, repr=False)
+    # The evaluation rebuilt from the two reports and the stored policy: where the stored one holds
+    # more than verify compares (free text, details), this is what the evidence says.
+    recomputed: dict[str, Any] | None = field(default=None, repr=False)
     reports: dict[str, RunReport] = field(default_factory=dict, repr=False)  # the reports checked, by role
 
     @property
@@ -298,6 +301,11 @@ def _check_recomputation(
     except BadInputError as exc:
         result.add("pairing", False, str(exc))
         return
+    result.recomputed = {
+        **again,
+        "created_at": evaluation.get("created_at"),
+        "tool_version": evaluation.get("tool_version"),
+    }
     stored_pairing = (
         (evaluation.get("pairing") or {}).get("ok") if isinstance(evaluation.get("pairing"), dict) else None
     )

@@ -286,6 +286,7 @@ def _merge_evaluation(folder: Path, manifest: dict[str, Any], result: Verificati
     evaluation_result = verify_evaluation(folder, bundle=True)
     result.checks.extend(evaluation_result.checks)
     result.evaluation, result.reports = evaluation_result.evaluation, evaluation_result.reports
+    result.recomputed = evaluation_result.recomputed
     expected = manifest_outcome(evaluation_result.evaluation or {})
     run_ids = expected.pop("run_ids")
     stored_run_ids = manifest.get("run_ids") if isinstance(manifest.get("run_ids"), dict) else {}
