@@ -3,13 +3,17 @@ bundles, write a promotion record for each into the evidence store.
 
 The example consumer (dags/invarlock_promote_example.py) is scheduled on the nightly evidence
 Asset; every archive task attaches the verdict, ratio and CI, tier, report name, bundle URI,
-evidence id and the subject's model and weights digest to its asset event, so a consumer decides
-without reading a single bundle. A record is ``<evidence prefix>/.promotions/<report name>/
-<evidence id>.json``: the same bundle promoted twice writes the same record, so retries are safe.
+evidence id and the subject's model and weights digest to its asset event. An asset event is a
+claim (an Airflow user who may create asset events can post one with any verdict), so a bundle
+is promoted only after it verifies, from this operator's own target store and with the
+deployment's trusted keys, with the verdict PASS. A record is ``<evidence prefix>/.promotions/
+<report name>/<evidence id>.json``: the same bundle promoted twice writes the same record, so
+retries are safe.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,10 +37,13 @@ class PromotePassingBundlesOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from invarlock_provider.airflow.hooks import EvidenceStoreHook
+        from invarlock_provider.storage.bundle_reader import guarded, verify_remote_bundle
+        from invarlock_provider.storage.signing import deployment_trust
         from invarlock_provider.storage.uri import check_evidence_id, check_segment
         from invarlock_provider.storage.workstore import put_bytes
 
         events = [event for batch in context["triggering_asset_events"].values() for event in batch]
+        trust = deployment_trust()
         store = None
         promoted = []
         for event in events:
@@ -50,6 +57,13 @@ class PromotePassingBundlesOperator(BaseOperator):
             store = store or EvidenceStoreHook(self.conn_id or None).get_store(self.target)
             name = check_segment(str(extra["report_name"]), "report_name")
             evidence_id = check_evidence_id(str(extra["evidence_id"]), "evidence_id")
+            base = store.uri.key(name, evidence_id)  # in this operator's target, whatever the event says
+            uri = store.uri.locate(base)
+            verified = guarded(uri, functools.partial(verify_remote_bundle, store, base, uri, trust))
+            if not verified.ok or verified.verdict != "PASS":
+                failed = verified.failed()[0].detail if not verified.ok else f"its verdict is {verified.verdict}"
+                self.log.warning("not promoted, %s does not verify as PASS: %s", uri, failed)
+                continue
             record = {
                 "schema_version": PROMOTION_SCHEMA,
                 **extra,

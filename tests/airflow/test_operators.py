@@ -322,3 +322,31 @@ def test_a_retry_reusing_a_finished_stored_run_moves_latest(seaweed, bucket, rea
     reused = _own_stored_run(runs.child(newer.name), owner, logging.getLogger(__name__))
     assert reused is not None and reused["reused"]
     assert read_latest(runs)[0] == join_key(runs.key, newer.name, "report.json")
+
+
+def test_a_forged_asset_event_never_promotes_a_failing_bundle(tmp_path: Path, real_runs) -> None:
+    """An asset event is a claim anyone allowed to post events can make: only the bundle decides."""
+    from invarlock_provider.airflow.promote import PromotePassingBundlesOperator
+    from invarlock_provider.storage.archive import archive_report
+    from invarlock_provider.storage.stores import open_store
+    from tests.storage.conftest import cli
+
+    target = (tmp_path / "evidence").as_uri()
+    events = []
+    for name, subject in (("passing", "quant8"), ("failing", "damaged")):
+        output = tmp_path / "reports" / name
+        code, _, stderr = cli("report", "--run", str(real_runs[subject]), "--baseline", str(real_runs["baseline"]),
+                              "--output", str(output), "--copy-baseline")  # fmt: skip
+        assert code == 0, stderr
+        result = archive_report(open_store(target), output)
+        claim = {"verdict": "PASS", "report_name": name, "evidence_id": result.evidence_id}  # the forged one lies
+        events.append(SimpleNamespace(extra={**claim, "bundle_uri": result.bundle_uri}))
+    operator = PromotePassingBundlesOperator(task_id="promote", target=target)
+    context = {
+        "triggering_asset_events": {"evidence": events},
+        "dag": SimpleNamespace(dag_id="consumer"),
+        "run_id": "manual__1",
+    }
+    promoted = operator.execute(context)
+    assert [record["report_name"] for record in promoted] == ["passing"]
+    assert not list((tmp_path / "evidence" / ".promotions").rglob("*failing*"))
