@@ -20,6 +20,7 @@ from invarlock_provider.fileio import sha256_file
 from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
 from invarlock_provider.reporting.run_report import RunReport, load_run_report
 from invarlock_provider.storage.objectstore import ObjectStore
+from invarlock_provider.storage.uri import check_segment
 from invarlock_provider.storage.workstore import (
     RemoteFolder,
     fetch_report,
@@ -76,6 +77,8 @@ def write_report(
     from invarlock_provider.reporting.html import write_html
 
     location = work_location(output, settings)
+    # The folder's name is the report name every bundle of it will carry: refused here, not at archive.
+    check_segment(location.name if isinstance(location, RemoteFolder) else location.resolve().name, "report name")
     local = scratch / location.store.uri.bucket / location.key if isinstance(location, RemoteFolder) else location
     theirs = _mirrored_bucket(baseline.path, scratch)
     if not copy_baseline and theirs != _mirrored_bucket(local, scratch):

@@ -154,6 +154,7 @@ def test_every_reader_names_a_hostile_bundle_and_none_shows_a_traceback(
     from fastapi import HTTPException
 
     from invarlock_provider.airflow import evidence_pages
+    from invarlock_provider.airflow.evidence_store import EvidenceSource
     from invarlock_provider.errors import InvarlockError
     from invarlock_provider.storage.bundle_reader import guarded, verify_remote_bundle
 
@@ -204,6 +205,8 @@ def test_every_reader_names_a_hostile_bundle_and_none_shows_a_traceback(
             assert uri in stdout + stderr, (command, stdout, stderr)
 
     monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", hostile["root"].as_uri())
+    listing = evidence_pages.evidence_page(EvidenceSource(target, None, "dag"), None, None, root="/invarlock")
+    assert "<h1>Evidence: " in listing  # a listing names a bundle it reads, or names it as left out
     try:
         page = evidence_pages.bundle_page(uri, files_link="/invarlock/files")
     except (HTTPException, InvarlockError):

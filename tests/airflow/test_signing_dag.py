@@ -54,7 +54,8 @@ def test_the_nightly_dag_signs_through_a_connection_and_leaks_no_key(
     bundles = sorted(p.parent for p in (workdir / "evidence").rglob("manifest.json"))
     assert [b.parent.name for b in bundles] == ["quant8_balanced"]
     code, stdout, _ = cli("verify", str(bundles[0]), "--trusted-key", str(tmp_path / "keys" / "public.pem"))
-    assert code == 0 and stdout.strip().endswith(f"signed by {fingerprint}"), stdout
+    trusted = f"signed by {fingerprint} (trusted: {tmp_path / 'keys' / 'public.pem'})"
+    assert code == 0 and stdout.strip().endswith(trusted), stdout
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

@@ -91,6 +91,10 @@ class SeaweedServer:
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
+                # Each bucket is a collection with volumes of its own: the default (volumes of 1 GiB,
+                # as many as the free disk holds) runs out after ~70 buckets on a small disk.
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=4000",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

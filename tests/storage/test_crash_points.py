@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,8 @@ class Harness:
     def __init__(self, seaweed: Any, root: Path, keys: Path) -> None:
         self.seaweed, self.root, self.keys = seaweed, root, keys
         self.trust = Trust((TrustedKey("nightly", load_signing_key(keys / "private.pem").fingerprint),))
-        self.buckets = 0
+        self.bucket = "crash-points"  # one bucket, a prefix per trial: a server holds few buckets
+        seaweed.client().create_bucket(Bucket=self.bucket)
 
     def env(self, log: Path, at: int | None) -> dict[str, str]:
         env = {
@@ -106,12 +108,10 @@ class Harness:
         )
 
     def fresh(self, scenario: Scenario, name: str) -> dict[str, Any]:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
         folder = self.root / name
         folder.mkdir(parents=True)
-        self.buckets += 1
-        bucket = f"crash-{self.buckets}"
-        self.seaweed.client().create_bucket(Bucket=bucket)
-        context = {"cwd": folder, "bucket": bucket, "harness": self}
+        context = {"cwd": folder, "bucket": f"{self.bucket}/{name}", "harness": self}
         context.update(scenario.setup(context))
         return context
 

@@ -220,6 +220,11 @@ def test_one_name_validator_refuses_reserved_and_odd_names(name: str, reports: P
     assert not list((tmp_path / "evidence").rglob(MANIFEST_FILE))
     code, _, stderr = cli("history", (tmp_path / "evidence").as_uri(), "--report", name)
     assert code == 2 and "is not allowed" in stderr
+    baseline = tmp_path / "r" / "baseline" / "report.json"
+    output = tmp_path / "out" / name
+    code, _, stderr = cli("report", "--run", str(folder / "report.json"), "--baseline", str(baseline),
+                          "--output", str(output))  # fmt: skip
+    assert code == 2 and "report name" in stderr and "is not allowed" in stderr
 
 
 # --- 7. an evaluation refers to its own bundle's reports -----------------------------------------------------
