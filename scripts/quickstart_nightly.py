@@ -1,7 +1,8 @@
 """Run dags/invarlock_nightly.py once with dag.test() and print the evidence and the verdicts.
 
 Airflow's task logs go to $AIRFLOW_HOME/quickstart-nightly.log so the screen shows the outcome:
-task states, where each bundle is, its verdict and ratio, and that it verifies offline.
+each task as it starts and ends (read from the DAG run's own task instances while it runs), task
+states, where each bundle is, its verdict and ratio, and that it verifies offline.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,6 +25,65 @@ def load_nightly_dag():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.dag
+
+
+FINISHED = {"success", "failed", "upstream_failed", "skipped", "removed"}
+
+
+class TaskProgress:
+    """Prints each task of the newest run of a DAG as it starts and ends, from the metadata database
+    (dag.test() runs the tasks in this process, with their logs sent to a file)."""
+
+    def __init__(self, dag_id: str, console: TextIO) -> None:
+        self.dag_id, self.console = dag_id, console
+        self.started: dict[str, datetime] = {}
+        self.ended: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> TaskProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.report()  # what ended since the last look
+
+    def _watch(self) -> None:
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(Exception):  # the database is busy with the run itself: look again
+                self.report()
+
+    def report(self) -> None:
+        from airflow.models import DagRun, TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            run = session.query(DagRun).filter(DagRun.dag_id == self.dag_id).order_by(DagRun.id.desc()).first()
+            if run is None:
+                return
+            rows = [
+                (
+                    ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""),
+                    str(ti.state),
+                    ti.start_date,
+                    ti.end_date,
+                )
+                for ti in session.query(TaskInstance).filter(
+                    TaskInstance.dag_id == self.dag_id, TaskInstance.run_id == run.run_id
+                )
+            ]
+        for task, state, start, end in sorted(
+            rows, key=lambda row: (row[2] or datetime.max.replace(tzinfo=UTC), row[0])
+        ):
+            if start is not None and task not in self.started:
+                self.started[task] = start
+                print(f"  started   {task}", file=self.console, flush=True)
+            if state in FINISHED and task not in self.ended:
+                self.ended.add(task)
+                took = f"{(end - start).total_seconds():6.1f} s" if start and end else "      -"
+                print(f"  {state:<9} {task:<24} {took}", file=self.console, flush=True)
 
 
 def run_folders(runs: Path) -> set[str]:
@@ -38,8 +100,15 @@ def main() -> int:
     started = datetime.now(UTC).replace(microsecond=0)
     runs = workdir() / "runs"
     runs_before = run_folders(runs)
-    with log_path.open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        dag_run = load_nightly_dag().test(logical_date=None)
+    with (
+        open(os.dup(sys.stdout.fileno()), "w", buffering=1) as console,  # the screen, past the redirect
+        log_path.open("w") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        dag = load_nightly_dag()  # Airflow's logging, set up on import, goes to the log too
+        with TaskProgress(dag.dag_id, console):
+            dag_run = dag.test(logical_date=None)
     states = sorted(
         (ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""), str(ti.state))
         for ti in dag_run.get_task_instances()

@@ -27,6 +27,21 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert lines[-1] == test_command, "the last step of .ci/run is the README's test command, verbatim"
 
 
+def test_ci_does_nothing_the_readme_command_does_not() -> None:
+    """A green CI must mean the README's command passes on a fresh machine: CI only clears the venv,
+    and the system packages are the test command's own first step."""
+    _, test_command = two_commands()
+    steps = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert steps == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', "rm -rf .venv", test_command]
+    script = (REPO / test_command.split()[-1]).read_text()
+    assert script.index("scripts/system_packages.sh") < script.index("scripts/setup_venv.sh")
+    assert "--durations=25" in script
+
+
 def test_every_cli_command_has_help_with_an_example() -> None:
     from click.testing import CliRunner
 
