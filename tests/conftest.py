@@ -85,3 +85,26 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory, damaged_model_dir: Path)
         name: execute_run(load_preset(None, overrides=overrides), root / name).report_path
         for name, overrides in specs.items()
     }
+
+
+def system_tool(*names: str) -> str:
+    """A system program the tests run for real; missing, the test fails (never skips): the README's
+    test command installs it (scripts/system_packages.sh)."""
+    import shutil
+
+    found = next((path for path in map(shutil.which, names) if path), None)
+    if found is None:
+        pytest.fail(
+            f"{names[0]} is not installed: scripts/system_packages.sh, run by bash scripts/test.sh, installs it"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return system_tool("chromium", "chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def docker_compose() -> str:
+    return system_tool("docker-compose")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -35,10 +34,7 @@ SUPPORT_SERVICES = {"postgres", "redis", "objectstore", "objectstore-init"}
 TASK_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-worker-cpu", "airflow-worker-gpu")
 CONN_ENV = "AIRFLOW_CONN_INVARLOCK_EVIDENCE"
 
-needs_compose = pytest.mark.skipif(
-    shutil.which("docker-compose") is None,
-    reason="docker-compose is not installed (.ci/run installs Debian's docker-compose package)",
-)
+needs_compose = pytest.mark.usefixtures("docker_compose")  # fails, never skips, when it is missing
 
 
 # --- the Dockerfile, read as instructions -------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.browser import CHROMIUM, Browser
+from tests.airflow.browser import Browser
 from tests.airflow.conftest import REPO
 from tests.storage.conftest import cli
 from tests.storage.seaweed import free_ports
@@ -168,7 +168,7 @@ def standalone(tmp_path: Path) -> Iterator[ReadmeStandalone]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.usefixtures("chromium")
 def test_the_readme_block_runs_and_the_ui_shows_the_evidence(standalone: ReadmeStandalone, tmp_path: Path) -> None:
     passwords = standalone.checkout / ".airflow" / "simple_auth_manager_passwords.json.generated"
     password = standalone.wait_for(lambda: json.loads(passwords.read_text())["admin"], 240, "the admin password")

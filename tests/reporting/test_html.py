@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from click.testing import CliRunner
 
 from invarlock_provider.cli import main
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MALICIOUS = '<script>alert("x")</script>'
 
 
@@ -69,14 +67,13 @@ def test_html_refuses_reports_that_changed(html_report: Path) -> None:
     assert code == 2 and "sha256 does not match" in stderr
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_chromium_renders_a_non_blank_page(html_report: Path, tmp_path: Path) -> None:
+def test_chromium_renders_a_non_blank_page(html_report: Path, tmp_path: Path, chromium: str) -> None:
     from PIL import Image
 
     screenshot = tmp_path / "page.png"
     subprocess.run(
         [
-            CHROMIUM,
+            chromium,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
