@@ -32,6 +32,7 @@ def check_edit(value: str, where: str) -> None:
 
 PROVIDERS = ("hf", "text", "jsonl")
 DEFAULT_PRESET = "causal_lm/tiny_pydocs_128"
+PRESET_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,18 @@ def resolve_preset_path(reference: str | None) -> Path:
     for path in (bundled, bundled.with_name(bundled.name + ".yaml")):
         if path.is_file():
             return path
-    raise BadInputError(f"preset file not found: {reference}")
+    if candidate.suffix in PRESET_SUFFIXES:  # meant as a file: its name says so
+        raise BadInputError(f"preset file not found: {reference}")
+    raise BadInputError(
+        f"preset {reference!r} not found: neither a file nor a bundled preset (bundled: {', '.join(bundled_presets())})"
+    )
+
+
+def bundled_presets() -> list[str]:
+    """The preset names shipped under configs/presets (``causal_lm/wikitext2_512``), so an unknown
+    name is answered with the ones that exist rather than a bare "not found"."""
+    root = configs_dir() / "presets"
+    return sorted(path.relative_to(root).with_suffix("").as_posix() for path in root.rglob("*.yaml"))
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ PAGE_CSS = """
 .invarlock-banner{font:14px/1.45 system-ui,sans-serif;background:#fff;border:1px solid #dde1e6;
 border-left:6px solid #2f855a;padding:10px 14px;margin:0 0 14px;color:#1d2330}
 .invarlock-banner[data-verdict=FAIL],.invarlock-banner[data-verdict=UNVERIFIED]{border-left-color:#c53030}
+.invarlock-banner li{white-space:pre-line}
 .invarlock-banner .verdict{font-size:18px;font-weight:700;color:#2f855a}
 .invarlock-banner[data-verdict=FAIL] .verdict,.invarlock-banner[data-verdict=UNVERIFIED] .verdict{color:#c53030}
 .invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li.bad{color:#c53030}

@@ -16,6 +16,7 @@ EXAMPLE = (
 Examples:
   invarlock fetch s3://evidence/nightly/quant8_balanced/ev-0123456789abcdef01234567 --to audit/
   invarlock fetch file:///srv/evidence/quant8_balanced/ev-0123456789abcdef01234567 --to audit/
+  invarlock fetch evidence/quant8_balanced/ev-0123456789abcdef01234567 --to audit/   # a local bundle folder
   invarlock verify audit/
 \b
 Files are downloaded next to --to and moved into place only when every one matches the
@@ -33,7 +34,7 @@ manifest; a failed fetch (exit 1) leaves --to as it was.
 def fetch_command(
     bundle_uri: str, target: Path, endpoint_url: str | None, region: str | None, path_style: bool
 ) -> None:
-    """Download BUNDLE_URI (…/<report name>/<evidence id>) into a folder."""
+    """Download BUNDLE_URI (…/<report name>/<evidence id>, a URI or a local bundle folder) into a folder."""
     from invarlock_provider.errors import BadInputError
     from invarlock_provider.storage.bundle_reader import fetch_bundle
     from invarlock_provider.storage.stores import open_store

@@ -23,6 +23,7 @@ Examples:
   invarlock history s3://evidence/nightly --report quant8_balanced --since 30d
   invarlock history s3://evidence/nightly --json
   invarlock history file:///srv/evidence --html history.html
+  invarlock history evidence                       # a local folder: the same as file://$PWD/evidence
 \b
 One line per complete bundle, oldest first: date, report name, verdict, ratio with its 95% CI,
 the ratio gate's limit and the bundle URI. --html writes a self-contained page with a chart per
@@ -50,7 +51,7 @@ def history_command(
     region: str | None,
     path_style: bool,
 ) -> None:
-    """Ratio, CI and verdict of every archived bundle under STORE_URI, per report name, over time."""
+    """Ratio, CI and verdict of every archived bundle under STORE_URI (or a local folder), per report, over time."""
     from invarlock_provider.fileio import write_text_atomic
     from invarlock_provider.reporting.history_html import history_page
     from invarlock_provider.storage.history import report_history

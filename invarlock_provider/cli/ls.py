@@ -17,6 +17,7 @@ Examples:
   invarlock ls s3://evidence/nightly
   invarlock ls s3://evidence/nightly/quant8_balanced --json
   invarlock ls file:///srv/evidence/quant8_balanced   # a file:// folder works like a bucket prefix
+  invarlock ls evidence                               # a local folder: the same as file://$PWD/evidence
 \b
 ls reads the manifests, not the evidence: a bundle is DAMAGED when its manifest cannot be read,
 lists a file that is missing or of another size, or names a signer whose signature is absent or
@@ -33,7 +34,7 @@ does not match; "signed" means the signature matches the manifest (which key to 
 @store_options
 @reports_errors
 def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region: str | None, path_style: bool) -> None:
-    """List bundles (complete, incomplete, damaged) under PREFIX_URI."""
+    """List bundles (complete, incomplete, damaged) under PREFIX_URI (s3://, file:// or a local folder)."""
     from invarlock_provider.storage.bundle_reader import list_bundles, signature_state
     from invarlock_provider.storage.stores import check_store, open_store
 

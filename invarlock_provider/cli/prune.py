@@ -14,7 +14,7 @@ from invarlock_provider.cli.errors import reports_errors
 from invarlock_provider.cli.store_options import DEFAULT_ARCHIVE_ENV, ENV_HELP, is_store_uri, s3_settings, store_options
 from invarlock_provider.cli.trust_options import TRUST_HELP, trust_from, trust_options
 from invarlock_provider.errors import BadInputError
-from invarlock_provider.storage.uri import bundle_location
+from invarlock_provider.storage.uri import bundle_location, check_no_control_characters
 
 RUNS_FOLDER = "runs"
 
@@ -27,7 +27,7 @@ Examples:
   invarlock prune s3://work-bucket/work/runs --evidence s3://work-bucket/evidence --keep-last 1 --dry-run
 \b
 A TARGET whose last folder is `runs` is a runs folder (local, file:// or s3://); anything else
-given as a URI is a prefix of evidence bundles.
+(a local folder, file:// or s3://) is a prefix of evidence bundles.
 Runs are deleted only once their report.json is in an archived bundle that verifies now: recorded
 in the archive index ($INVARLOCK_HOME/archive-index.json) or in the evidence store given by
 --evidence (a work store's runs need --evidence, or INVARLOCK_ARCHIVE_URI), and that bundle
@@ -79,14 +79,14 @@ def prune_command(
     region: str | None,
     path_style: bool,
 ) -> None:
-    """Prune TARGET: a runs/ folder, or a bucket prefix (s3://… or file://…)."""
+    """Prune TARGET: a runs/ folder, or a prefix of bundles (a local folder, s3://… or file://…)."""
     from invarlock_provider.storage.retention import parse_duration
 
     age = parse_duration(max_age) if max_age else None
     now = datetime.now(UTC)
     settings = s3_settings(endpoint_url, region, path_style)
     trust = trust_from(trusted_keys, trust_file, fingerprints)
-    if is_store_uri(target) and target.rstrip("/").rsplit("/", 1)[-1] != RUNS_FOLDER:
+    if not _is_runs_folder(target):
         _prune_bucket(target, keep_last, age, parse_duration(grace), dry_run, as_json, now, settings, trust)
         return
     from invarlock_provider.storage.index import ArchivedRuns, default_index_path, read_index
@@ -115,6 +115,15 @@ def prune_command(
     if not dry_run:
         apply()
     _print(decisions, dry_run, as_json)
+
+
+def _is_runs_folder(target: str) -> bool:
+    """A TARGET whose last folder is ``runs``; anything else, a plain path included, is a prefix of
+    bundles, as its file:// URI is. A plain path is named as the shell names it (``.`` inside runs/)."""
+    check_no_control_characters(target, "prune")
+    if is_store_uri(target):
+        return target.rstrip("/").rsplit("/", 1)[-1] == RUNS_FOLDER
+    return Path(os.path.abspath(target)).name == RUNS_FOLDER
 
 
 def _prune_bucket(

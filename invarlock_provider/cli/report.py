@@ -181,7 +181,8 @@ def _report(
     }
     ratio = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.4f}"
     ci = "" if summary["ci"] is None else f" (95% CI {summary['ci'][0]:.4f}-{summary['ci'][1]:.4f})"
-    reasons = "".join(f"\n  - {reason}" for reason in summary["reasons"])
+    # A reason of several lines (one per mismatched pairing field) keeps its lines under its bullet.
+    reasons = "".join("\n  - " + reason.replace("\n", "\n      ") for reason in summary["reasons"])
     _echo(as_json, summary, f"{summary['verdict']} [{tier}] ratio {ratio}{ci}: {target}{reasons}")
     return str(written.evaluation["verdict"])
 

@@ -23,10 +23,13 @@ Examples:
   invarlock verify s3://evidence/nightly/quant8_balanced/ev-0123456789abcdef01234567 --json
   invarlock verify s3://evidence/nightly          # every complete bundle under the prefix
   invarlock verify file:///srv/evidence/quant8_balanced
+  invarlock verify evidence                       # a local folder of bundles, as file://$PWD/evidence
 \b
 A URI that does not end in an evidence id is a prefix: one line per bundle and a total; exit 0
 only if every complete bundle verified, 1 if any failed, 2 if there was none. Incomplete bundles
-(no manifest.json) are listed, not verified.
+(no manifest.json) are listed, not verified. A local folder with manifest.json is one bundle, one
+with evaluation.report.json or report.json a reports folder; any other is the prefix its file://
+URI names.
 """
     + ENV_HELP
     + TRUST_HELP
@@ -54,13 +57,14 @@ def verify_command(
     With trust given (--trusted-key, --trusted-keys, --fingerprint), a bundle must be signed by a
     trusted key inside its validity window; without, a signature is still checked and its signer shown.
     """
-    from invarlock_provider.reporting.verify import MalformedEvidenceError, verify_path
+    from invarlock_provider.reporting.verify import verify_path
     from invarlock_provider.storage.bundle import MANIFEST_FILE
     from invarlock_provider.storage.bundle_reader import verify_bundle_folder, verify_remote_bundle
     from invarlock_provider.storage.uri import is_bundle_key
 
     trust = trust_from(trusted_keys, trust_file, fingerprints)
-    if is_store_uri(target):
+    path = None if is_store_uri(target) else _evidence_path(target)
+    if path is None:
         from invarlock_provider.storage.stores import open_store
 
         root, base = bundle_location(target)
@@ -70,10 +74,6 @@ def verify_command(
             return
         result = _readable(target, lambda: verify_remote_bundle(store, base, target, trust))
     else:
-        check_no_control_characters(target, "verify")
-        path = Path(target)
-        if not path.exists():
-            raise MalformedEvidenceError(f"{path}: no such file or folder")
         folder = path if path.is_dir() else path.parent
         if (folder / MANIFEST_FILE).is_file():
             result = _readable(target, lambda: verify_bundle_folder(folder, trust))
@@ -90,6 +90,24 @@ def verify_command(
         click.echo(_summary(result))
     if not result.ok:
         sys.exit(1)
+
+
+def _evidence_path(target: str) -> Path | None:
+    """A local TARGET that is evidence itself: a file, a bundle folder (manifest.json) or a reports
+    folder (an evaluation or a run report). None for any other folder: it holds bundles, and is
+    verified as the prefix its file:// URI names."""
+    from invarlock_provider.layout import REPORT_FILE
+    from invarlock_provider.reporting.evaluation import EVALUATION_FILE
+    from invarlock_provider.reporting.verify import MalformedEvidenceError
+    from invarlock_provider.storage.bundle import MANIFEST_FILE
+
+    check_no_control_characters(target, "verify")
+    path = Path(target)
+    if not path.exists():
+        raise MalformedEvidenceError(f"{path}: no such file or folder")
+    if path.is_dir() and not any((path / name).is_file() for name in (MANIFEST_FILE, EVALUATION_FILE, REPORT_FILE)):
+        return None
+    return path
 
 
 def _readable(target: str, verify: Any) -> Any:

@@ -20,7 +20,7 @@ from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic, write_json_atomic
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN
 from invarlock_provider.reporting.guards import compare_guards
-from invarlock_provider.reporting.pairing import describe, pairing_checks
+from invarlock_provider.reporting.pairing import explain, pairing_checks
 from invarlock_provider.reporting.policy import TierPolicy, gate
 from invarlock_provider.reporting.run_report import SPLITS, RunReport
 from invarlock_provider.reporting.stats import bca_interval, ppl_ratio, quantile
@@ -126,7 +126,7 @@ def build_evaluation(
             gate(name, None, None, "not evaluated", False, "pairing failed: windows are not comparable")
             for name in ("ratio", "ratio_ci_upper", "min_tokens", "drift", "tail_q95")
         ]
-    gates.append(gate("pairing", len(mismatches), 0, "==", not mismatches, "; ".join(describe(c) for c in mismatches)))
+    gates.append(gate("pairing", len(mismatches), 0, "==", not mismatches, explain(mismatches)))
     guards = compare_guards(subject, baseline, policy)
     gates += [_guard_gate(comparison) for comparison in guards]
     verdict = "PASS" if all(g["passed"] for g in gates) else "FAIL"
@@ -175,10 +175,14 @@ def reference_fields(report: RunReport) -> dict[str, Any]:
 
 
 def _reason(entry: dict[str, Any]) -> str:
+    """One line per failed gate; a detail of several lines (one per mismatched pairing field) follows
+    its gate's line, as those lines, rather than being folded into one sentence."""
     if entry["comparison"] == "not evaluated":
         return f"{entry['name']}: {entry['detail']}"
-    detail = f" ({entry['detail']})" if entry["detail"] else ""
-    return f"{entry['name']}: {entry['value']} not {entry['comparison']} {entry['limit']}{detail}"
+    judged = f"{entry['name']}: {entry['value']} not {entry['comparison']} {entry['limit']}"
+    if "\n" in entry["detail"]:
+        return f"{judged}:\n{entry['detail']}"
+    return judged + (f" ({entry['detail']})" if entry["detail"] else "")
 
 
 PINNED_DIR = "by-sha256"

@@ -36,6 +36,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}
 .charts figure{margin:0;background:#fff;border:1px solid #dde1e6;padding:8px}
 figcaption{font-size:12px;color:#555;margin-top:4px}
 ul.reasons{background:#fff4f3;border:1px solid #f1c6c2;padding:10px 10px 10px 28px;margin:12px 0}
+ul.reasons li,td.detail{white-space:pre-line}
 """
 
 
@@ -306,7 +307,7 @@ def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunRep
                     _cell(fmt(g.get("limit")), "num"),
                     _cell(esc(g.get("comparison"))),
                     _cell("pass" if g.get("passed") else "FAIL", "ok" if g.get("passed") else "bad"),
-                    _cell(esc(g.get("detail", ""))),
+                    _cell(esc(g.get("detail", "")), "detail"),
                 )
                 for g in evaluation.get("gates", [])
             ),

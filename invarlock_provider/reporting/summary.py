@@ -48,5 +48,10 @@ def evaluation_markdown(evaluation: dict[str, Any]) -> str:
             f"{'pass' if entry['passed'] else 'FAIL'} |"
         )
     if evaluation.get("reasons"):
-        lines += ["", "Reasons:", *[f"- {_md(reason)}" for reason in evaluation["reasons"]]]
+        # A reason's further lines (one per mismatched field) stay inside its list item.
+        lines += [
+            "",
+            "Reasons:",
+            *[f"- {str(reason).replace(chr(10), chr(10) + '  ')}" for reason in evaluation["reasons"]],
+        ]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ Every key this package writes is built from validated segments, so a report name
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _EVIDENCE_ID = re.compile(r"ev-[0-9a-f]{24}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What starts a URI (``s3:/``, ``gs:/``); anything else given as a location is a local path.
+_URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/")
 
 
 def is_evidence_id(value: str) -> bool:
@@ -131,13 +134,33 @@ def split_folder(uri: StoreURI) -> StoreURI:
 
 
 def bundle_location(text: str) -> tuple[StoreURI, str]:
-    """A URI that names a bundle (or a prefix) -> (store root URI, key of the bundle under it).
+    """A URI or a plain local path that names a bundle (or a prefix) -> (store root URI, key under it).
 
-    A file:// store keeps the named folder as its prefix: it is the folder checked for writes and
-    the one pruning never removes, while keys (the report name included) are relative to its parent.
+    A plain path is read as its ``file://`` URI, so ``evidence`` and ``file://$PWD/evidence`` list,
+    verify, fetch and prune the same bundles. A file:// store keeps the named folder as its prefix: it
+    is the folder checked for writes and the one pruning never removes, while keys (the report name
+    included) are relative to its parent.
     """
-    uri = parse_store_uri(text)
+    scheme = _URI_SCHEME.match(text)
+    if scheme is None:
+        uri = local_folder(text)
+    elif scheme.group(1).lower() in ("s3", "file"):
+        uri = parse_store_uri(text)
+    else:
+        check_no_control_characters(text, "location")
+        raise BadInputError(f"{text}: expected a local folder, file:///PATH or s3://BUCKET[/PREFIX]")
     if uri.scheme == "s3":
         return StoreURI("s3", uri.bucket, ""), uri.prefix
     folder = split_folder(uri)
     return folder, folder.prefix
+
+
+def local_folder(text: str) -> StoreURI:
+    """A plain path as typed -> the store its file:// URI names. ``..`` is resolved by name, as a shell
+    would, not through symbolic links. The folder must exist: a mistyped path would otherwise list,
+    verify or prune nothing and report that calmly."""
+    check_no_control_characters(text, "path")
+    path = Path(os.path.abspath(text))
+    if not path.is_dir():
+        raise BadInputError(f"{text}: {'not a folder' if path.exists() else 'no such folder'}")
+    return StoreURI("file", str(path), "")
