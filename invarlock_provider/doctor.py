@@ -1,16 +1,21 @@
 """``invarlock doctor``: what this machine would evaluate with and where evidence would go.
 
-Every check is a line an operator can act on: a missing extra names the pip extra, an unusable
-store names the URI and the reason. The store check writes, reads back and deletes one probe
-object, because "reachable" alone has let many a nightly run fail at its last step.
+Every check is a line an operator can act on: a missing extra is the pip command that installs it,
+an unusable store names the URI and the reason. The store check writes, reads back and deletes one
+probe object, because "reachable" alone has let many a nightly run fail at its last step; a local
+store folder that does not exist yet is judged by where it would be created, never created: doctor
+leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import secrets
 import shutil
+import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -19,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from invarlock_provider import __version__
-from invarlock_provider.errors import InvarlockError, redact_url_credentials
+from invarlock_provider.errors import InvarlockError, pip_install, redact_url_credentials
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-PACKAGES = (
+PACKAGES: tuple[tuple[str, str | None], ...] = (
+    ("cryptography", None),
     ("torch", "hf"),
     ("transformers", "hf"),
     ("tokenizers", "hf"),
@@ -31,7 +37,12 @@ PACKAGES = (
     ("apache-airflow", "airflow"),
 )
 PROBE_PREFIX = ".invarlock-doctor"
-PIP_NAME = "airflow-provider-invarlock"
+SCRIPT, OWN_SCRIPT = "invarlock", "invarlock-airflow"
+ENTRY_POINT = "invarlock_provider.cli:console_main"
+# A pip/uv console-script launcher: its interpreter (the shebang, or pip's `#!/bin/sh` + `'''exec'`
+# form for paths a shebang cannot hold) and the `from MODULE import FUNCTION` it runs.
+_INTERPRETER = re.compile(r"\A#!(\S+)[^\n]*\n(?:'''exec' \"([^\"]+)\")?")
+_LAUNCHER = re.compile(r"^from ([\w.]+) import (\w+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -48,15 +59,50 @@ def versions() -> list[Finding]:
         try:
             installed.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
-            missing.append(Finding("versions", WARN, f"{package} not installed: pip install '{PIP_NAME}[{extra}]'"))
+            missing.append(Finding("versions", WARN, f"{package} not installed: {pip_install(extra)}"))
     return [Finding("versions", OK, system), Finding("versions", OK, ", ".join(installed) or "no extras"), *missing]
+
+
+def script_on_path() -> list[Finding]:
+    """Which package the ``invarlock`` on PATH runs. The InvarLock package on PyPI installs a script
+    of the same name, and of two installed together the last one owns it without a word; the
+    launcher's own import line and interpreter say which it is, whatever the packages' records claim."""
+    found = shutil.which(SCRIPT)
+    module = f"`{sys.executable} -m invarlock_provider.cli`"
+    if found is None:
+        detail = f"no `{SCRIPT}` on PATH: add {sysconfig.get_path('scripts')} to it, or run {module}"
+        return [Finding("versions", WARN, detail)]
+    try:
+        head = Path(found).read_bytes()[:4096].decode()
+    except (OSError, UnicodeDecodeError):
+        head = ""
+    interpreter, launcher = _INTERPRETER.match(head), _LAUNCHER.search(head)
+    if interpreter is None or launcher is None:
+        detail = f"`{SCRIPT}` on PATH ({found}) is no Python launcher doctor can read; `{OWN_SCRIPT}` runs this package"
+        return [Finding("versions", WARN, detail)]
+    target = f"{launcher[1]}:{launcher[2]}"
+    if target != ENTRY_POINT:
+        scripts = metadata.entry_points(group="console_scripts")
+        owners = sorted({ep.dist.name for ep in scripts if ep.value == target and ep.dist is not None})
+        detail = (
+            f"`{SCRIPT}` on PATH ({found}) runs {' or '.join(owners) or 'another package'} ({target}), not this "
+            f"package: use `{OWN_SCRIPT}`, this package's commands under a name of its own"
+        )
+        return [Finding("versions", WARN, detail)]
+    python = Path(interpreter[2] or interpreter[1])
+    # Folders, not files, are resolved: every venv's python links to the same base interpreter.
+    here = {Path(sysconfig.get_path("scripts")).resolve(), Path(sys.executable).parent.resolve()}
+    if python.parent.resolve() not in here:
+        detail = f"`{SCRIPT}` on PATH ({found}) runs this package in another Python ({python}); here run {module}"
+        return [Finding("versions", WARN, detail)]
+    return [Finding("versions", OK, f"`{SCRIPT}` on PATH: {found} (this package)")]
 
 
 def device() -> list[Finding]:
     try:
         import torch
     except ImportError:
-        return [Finding("device", WARN, f"torch not installed, no evaluations: pip install '{PIP_NAME}[hf]'")]
+        return [Finding("device", WARN, f"torch not installed, no evaluations: {pip_install('hf')}")]
     found = [Finding("device", OK, f"cpu: {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads")]
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
@@ -112,6 +158,7 @@ def _folder_state(label: str, path: Path) -> tuple[str, str]:
 
 def store(target: str, settings: Any = None, conn_id: str | None = None) -> list[Finding]:
     """Reachability, then a probe object written, read back and deleted under the target prefix."""
+    from invarlock_provider.storage.local import LocalFolderStore
     from invarlock_provider.storage.stores import check_store, open_store
     from invarlock_provider.storage.uri import bundle_location
 
@@ -126,11 +173,18 @@ def store(target: str, settings: Any = None, conn_id: str | None = None) -> list
             except Exception as exc:  # Airflow's lookup errors differ between versions and backends
                 return [Finding("store", FAIL, f"connection {conn_id}: {exc}; create it or fix --conn-id")]
         opened = open_store(root, None if root.scheme == "file" else settings)
-        check_store(opened)
+        local = isinstance(opened, LocalFolderStore)
+        if local:
+            opened.check_writable(create=False)
+        else:
+            check_store(opened)
     except InvarlockError as exc:
         return [Finding("store", FAIL, f"{target}: not reachable: {exc}")]
     found = [Finding("store", OK, f"{target}: reachable" + (f" through connection {conn_id}" if conn_id else ""))]
-    found.append(_probe(opened, "/".join(p for p in (base.strip("/"), PROBE_PREFIX) if p), target))
+    if local and not opened.folder.is_dir():
+        found.append(Finding("store", OK, f"{target}: not created yet; writable where the first archive creates it"))
+    else:
+        found.append(_probe(opened, "/".join(p for p in (base.strip("/"), PROBE_PREFIX) if p), target))
     try:
         lock = opened.supports_object_lock()
     except InvarlockError as exc:
@@ -181,7 +235,7 @@ def _probe(opened: Any, prefix: str, target: str) -> Finding:
 def diagnose(target: str | None, settings: Any = None, conn_id: str | None = None) -> list[Finding]:
     """Every finding, with user:password redacted from URLs: the store's errors quote its endpoint
     (and Airflow's lookup errors a connection's URI), and doctor's output is pasted into tickets."""
-    findings = versions() + device() + network() + cache_dirs()
+    findings = versions() + script_on_path() + device() + network() + cache_dirs()
     if target:
         findings += store(target, settings, conn_id)
     return [replace(finding, detail=redact_url_credentials(finding.detail)) for finding in findings]

@@ -1,4 +1,9 @@
-"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
+"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
+
+The integration carries no ``external-doc-url`` (optional in Airflow's schema): the package has no
+published documentation site, and the docs ship in the repository (README.md, docs/), which a
+URL cannot point at truthfully.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": "InvarLock",
-                "external-doc-url": "https://pypi.org/project/airflow-provider-invarlock/",
                 "tags": ["software"],
             }
         ],

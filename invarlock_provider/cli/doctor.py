@@ -1,4 +1,5 @@
-"""``invarlock doctor``: versions, device, network policy, caches and the evidence store on one screen."""
+"""``invarlock doctor``: versions, the ``invarlock`` on PATH, device, network policy, caches and the
+evidence store on one screen."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def doctor_command(
     region: str | None,
     path_style: bool,
 ) -> None:
-    """Check this machine: versions, device, network policy, cache folders, evidence store."""
+    """Check this machine: versions, which package `invarlock` on PATH runs, device, network policy,
+    cache folders, evidence store (a local store folder is never created)."""
     from invarlock_provider.doctor import FAIL, as_dicts, diagnose
 
     store_uri = None if no_store else (target or default_archive_uri())

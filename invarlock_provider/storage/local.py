@@ -51,7 +51,19 @@ class LocalFolderStore:
                 raise BadInputError(f"{self.uri.locate(key)}: {path} is a symbolic link; a store folder holds none")
         return path
 
-    def check_writable(self) -> None:
+    def check_writable(self, *, create: bool = True) -> None:
+        """The store folder exists (created here unless ``create`` is false) and is writable.
+
+        Without ``create`` a missing folder is judged by its nearest existing ancestor, where the first
+        write would create it: ``invarlock doctor`` checks a store and must leave nothing behind.
+        """
+        if not create and not self.folder.is_dir():
+            existing = next(p for p in (self.folder, *self.folder.absolute().parents) if p.exists())
+            if not existing.is_dir():
+                raise BadInputError(f"{self.uri}: cannot create store folder ({existing} is not a folder)")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise BadInputError(f"{self.uri}: cannot create store folder ({existing} is not writable)")
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

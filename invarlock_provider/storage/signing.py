@@ -26,9 +26,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from invarlock_provider.errors import BadInputError
+from invarlock_provider.errors import BadInputError, require
 from invarlock_provider.fileio import canonical_json, sha256_bytes
 from invarlock_provider.strict_json import loads_object
+
+# Checked here, where every command that reads or writes evidence first reaches cryptography (it is
+# imported lazily below): an install without it stops with exit 2 and the pip command, never a
+# ModuleNotFoundError that verify would report as a bundle's failed check (exit 1).
+require("cryptography", None)
 
 SIGNATURE_FILE = "manifest.sig.json"
 SIGNATURE_SCHEMA = "invarlock.signature/1"

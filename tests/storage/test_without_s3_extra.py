@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from invarlock_provider.errors import pip_install
+
 BLOCK_S3_EXTRA = """
 import sys
 
@@ -25,7 +27,7 @@ sys.meta_path.insert(0, BlockS3Extra())
 """
 RUN_CLI = BLOCK_S3_EXTRA + "from invarlock_provider.cli import main\nmain(prog_name='invarlock')\n"
 BUNDLE = "s3://evidence/nightly/quant8_balanced/ev-0123456789abcdef01234567"
-MESSAGE = "error: boto3 is not installed: pip install 'airflow-provider-invarlock[s3]'"
+MESSAGE = f"error: boto3 is not installed: {pip_install('s3')}"
 
 
 def invarlock_without_s3(*args: str) -> subprocess.CompletedProcess[str]:
