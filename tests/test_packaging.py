@@ -24,7 +24,7 @@ import pytest
 from invarlock_provider.doctor import ENTRY_POINT
 from invarlock_provider.errors import PIP_NAME, install_source, pip_install
 from invarlock_provider.get_provider_info import get_provider_info
-from tests.storage.conftest import cli
+from tests.storage.conftest import cli, seaweed  # noqa: F401  (the real S3 server, shared)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -278,3 +278,38 @@ def test_beside_the_invarlock_package_invarlock_airflow_still_reaches_this_one(
     assert {"section": "versions", "status": "ok", "detail": f"`invarlock` on PATH: {script} (this package)"} in (
         json.loads(doctor.stdout)
     )
+
+
+@pytest.mark.slow
+def test_the_s3_extra_fetches_and_verifies_from_seaweedfs(
+    clone_venv: Path,
+    signed: SignedEvidence,
+    seaweed,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`pip install '.[s3]'`, as the auditors' doc says: ls, fetch and verify a signed bundle in a bucket."""
+    from invarlock_provider.storage.archive import archive_report
+    from invarlock_provider.storage.s3 import S3Store
+    from invarlock_provider.storage.signing import load_signing_key
+    from invarlock_provider.storage.uri import parse_store_uri
+    from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+    pip(clone_venv, "install", "-c", str(ROOT / "constraints.txt"), ".[s3]")
+    seaweed.client().create_bucket(Bucket="packaging")
+    store = S3Store(parse_store_uri("s3://packaging/nightly"), seaweed.settings())
+    bundle = archive_report(store, signed.reports, signing_key=load_signing_key(signed.private_key)).bundle_uri
+    for name, value in (("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+                        ("AWS_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", seaweed.endpoint),
+                        ("INVARLOCK_S3_PATH_STYLE", "1")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    listed = in_venv(clone_venv, "invarlock", "ls", "s3://packaging/nightly", cwd=tmp_path)
+    assert listed.returncode == 0 and f"signed {signed.fingerprint[:16]}" in listed.stdout, listed.stderr
+    audit = tmp_path / bundle.rsplit("/", 1)[1]
+    fetched = in_venv(clone_venv, "invarlock", "fetch", bundle, "--to", str(audit), cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    for target in (str(audit), bundle):
+        verified = in_venv(
+            clone_venv, "invarlock", "verify", target, "--trusted-key", str(signed.public_key), cwd=tmp_path
+        )
+        assert verified.returncode == 0 and "bundle consistent, verdict PASS" in verified.stdout, verified.stdout
