@@ -90,7 +90,7 @@ import json, sys, time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from invarlock_provider.evaluation.runtime import PeakMemory, read_vm_rss
-from invarlock_provider.evaluation.tensors import DIGEST_THREADS, weights_digest
+from invarlock_provider.weights.tensors import DIGEST_THREADS, weights_digest
 source = sys.argv[1]
 config = AutoConfig.from_pretrained(source)
 model_class = AutoModelForCausalLM._model_mapping[type(config)]

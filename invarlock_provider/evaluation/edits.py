@@ -15,7 +15,7 @@ from typing import Any
 
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
-from invarlock_provider.evaluation.tensors import is_meta, is_packed
+from invarlock_provider.weights.tensors import is_meta, is_packed
 
 QUANT8_BITS = 8
 
@@ -56,7 +56,7 @@ def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
     import torch
     from transformers.pytorch_utils import Conv1D
 
-    from invarlock_provider.guards.spectral import block_weights
+    from invarlock_provider.weights.blocks import block_weights
 
     output_embeddings = model.get_output_embeddings()
     changed: list[str] = []
@@ -103,7 +103,7 @@ def _quantize(model: Any, bits: int, group: int | None) -> dict[str, Any]:
 def _prune(model: Any, sparsity: float) -> dict[str, Any]:
     import torch
 
-    from invarlock_provider.guards.spectral import block_weights, require_block_weights
+    from invarlock_provider.weights.blocks import block_weights, require_block_weights
 
     blocks = block_weights(model)
     require_block_weights(model, blocks, "prune")

@@ -15,7 +15,7 @@ from typing import Any
 
 from invarlock_provider.device_map_spec import STRATEGIES, format_size, parse_max_memory
 from invarlock_provider.errors import BadInputError
-from invarlock_provider.evaluation.tensors import is_meta
+from invarlock_provider.weights.tensors import is_meta
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invarlock_provider.errors import BadInputError
-from invarlock_provider.evaluation.tensors import is_packed
+from invarlock_provider.weights.tensors import is_packed
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def _evaluate(
         )
         from invarlock_provider.evaluation.quantized import describe_quantization
         from invarlock_provider.evaluation.scoring import WindowScorer, keep_freed_memory_mapped
-        from invarlock_provider.evaluation.tensors import DIGEST_METHOD, weights_digest
+        from invarlock_provider.weights.tensors import DIGEST_METHOD, weights_digest
 
     with _timed(timings, "setup_s"):
         seeds = runtime.seed_everything(preset.seed)

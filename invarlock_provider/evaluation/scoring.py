@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invarlock_provider.errors import EvaluationAbortedError
-from invarlock_provider.evaluation.tensors import is_meta, is_packed
+from invarlock_provider.weights.tensors import is_meta, is_packed
 
 HEAD_CHUNK_ELEMENTS = 1 << 24
 SELF_CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 1e-2}

@@ -29,7 +29,7 @@ def non_finite_tensors(model: Any) -> list[dict[str, Any]]:
     """Offloaded tensors are read back; a quantized tensor is checked part by part (its scales)."""
     import torch
 
-    from invarlock_provider.evaluation.tensors import named_state, packed_parts
+    from invarlock_provider.weights.tensors import named_state, packed_parts
 
     found = []
     with torch.no_grad():

@@ -10,8 +10,8 @@ from typing import Any
 from invarlock_provider.config import deep_merge, load_yaml_mapping
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes
-from invarlock_provider.guards.spectral import FAMILIES as SPECTRAL_FAMILIES
 from invarlock_provider.resources import configs_dir
+from invarlock_provider.weights.blocks import FAMILIES as SPECTRAL_FAMILIES
 
 TIERS_SCHEMA = "invarlock.tiers/1"
 TIERS = ("balanced", "conservative", "aggressive")

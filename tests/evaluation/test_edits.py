@@ -80,7 +80,7 @@ def test_groups_have_their_own_scales_and_the_last_may_be_short() -> None:
 
 
 def test_prune_zeroes_the_smallest_attention_and_mlp_weights_only(tiny_model_dir) -> None:
-    from invarlock_provider.evaluation.tensors import weights_digest
+    from invarlock_provider.weights.tensors import weights_digest
 
     digests = []
     for _ in range(2):
@@ -102,7 +102,7 @@ def test_prune_zeroes_the_smallest_attention_and_mlp_weights_only(tiny_model_dir
 
 
 def test_quant_with_groups_is_deterministic_and_recorded(tiny_model_dir) -> None:
-    from invarlock_provider.evaluation.tensors import weights_digest
+    from invarlock_provider.weights.tensors import weights_digest
 
     records, digests = [], []
     for _ in range(2):

@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from invarlock_provider.errors import BadInputError
-from invarlock_provider.guards.spectral import (
-    CHUNK_BYTES,
-    block_weights,
-    family_of,
-    largest_singular_values,
-    measure_spectral,
-)
+from invarlock_provider.guards.spectral import CHUNK_BYTES, largest_singular_values, measure_spectral
+from invarlock_provider.weights.blocks import block_weights, family_of
 
 
 def exact(weight: torch.Tensor) -> float:
