@@ -36,6 +36,38 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+GRPC_OFFSET = 10_000  # each SeaweedFS server also listens on its port + 10000 (gRPC)
+
+
+def seaweed_ports(count: int = 4) -> list[int]:
+    """Free ports whose gRPC twins are free too and collide with none of the others: weed refuses to
+    start when a port it is given is another server's port + 10000 (seen once in CI)."""
+    sockets: list[socket.socket] = []
+    chosen: list[int] = []
+    try:
+        while len(chosen) < count:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            port = sock.getsockname()[1]
+            twin = port + GRPC_OFFSET
+            taken = {*chosen, *(c + GRPC_OFFSET for c in chosen)}
+            if twin > 65_535 or port in taken or twin in taken:
+                continue
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", twin))
+            except OSError:
+                continue
+            finally:
+                probe.close()
+            chosen.append(port)
+        return chosen
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def weed_binary() -> str:
     candidate = Path(sys.executable).with_name("weed")
     found = str(candidate) if candidate.exists() else shutil.which("weed")
@@ -47,7 +79,7 @@ def weed_binary() -> str:
 @dataclass
 class SeaweedServer:
     root: Path
-    ports: list[int] = field(default_factory=lambda: free_ports(4))
+    ports: list[int] = field(default_factory=seaweed_ports)
     process: subprocess.Popen | None = None
 
     @property
