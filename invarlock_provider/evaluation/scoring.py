@@ -3,9 +3,11 @@
 Why it is not ``model(ids, labels=ids)``: that materialises batch x seq x vocab logits (2.4 GB for
 8 windows of 512 tokens with a 50k vocabulary) and a log-softmax of the same size, which made
 batching slower than one window at a time. Here the transformer body runs on the whole batch,
-and the output layer runs window by window in token chunks into one reused buffer, with the NLL
-taken as an in-place logsumexp minus the target logit: memory for the head is bounded by
-``chunk x vocab`` whatever the batch size, and no log-softmax tensor is ever written. On a
+and the output layer runs over the batch's predicting positions flattened into one matrix, in
+chunks of ``HEAD_CHUNK_ELEMENTS / vocab`` rows into one reused fp32 buffer (the GEMM in the
+weights' dtype), with the NLL taken as an in-place logsumexp minus the target logit: memory for the
+head is bounded by the chunk whatever the batch size or vocabulary (64 MiB of fp32 logits, 128
+positions at a 128k vocabulary), and no log-softmax tensor is ever written. On a
 GPT-2-small shape this is GEMM-bound (matmuls are ~75% of CPU time); see
 benchmarks/eval_throughput.py.
 
@@ -110,6 +112,7 @@ class WindowScorer:
         vocab = self.head.weight.shape[0] if self.split else None
         self.head_chunk = max(1, HEAD_CHUNK_ELEMENTS // vocab) if vocab else None
         self._buffers: dict[str, Any] = {}
+        self._widening: bool | None = None
         self._checked = False
         self.fused_activations = fuse_activations(model)
 
@@ -184,29 +187,62 @@ class WindowScorer:
     def _batch_nll_sums(self, batch: Any) -> Any:
         import torch
 
-        weight, bias = self.head.weight, self.head.bias
+        weight = self.head.weight
         # A split model's body ends wherever its last layer lives; the head may live elsewhere.
-        hidden = self.body(input_ids=batch).last_hidden_state.to(weight.device)
-        targets = batch[:, 1:].to(weight.device)
+        hidden = self.body(input_ids=batch).last_hidden_state
+        rows, positions = batch.shape[0], batch.shape[1] - 1
+        # Every predicting position of every window, in one (rows x positions, hidden) matrix, so
+        # each chunk is one GEMM of full height however short the windows or small the batch.
+        states = hidden[:, :-1].to(weight.device).reshape(rows * positions, hidden.shape[-1])
+        targets = batch[:, 1:].to(weight.device).reshape(-1)
+        nll = torch.empty(rows * positions, dtype=torch.float32, device=weight.device)
+        for begin in range(0, rows * positions, self.head_chunk):
+            end = min(begin + self.head_chunk, rows * positions)
+            logits = self._head_logits(states[begin:end])
+            target_logits = logits.gather(1, targets[begin:end, None]).squeeze(1)
+            # logsumexp in place on the reused fp32 buffer: no vocab-sized temporaries.
+            peak = logits.amax(dim=1, keepdim=True)
+            torch.sub(peak.squeeze(1) + logits.sub_(peak).exp_().sum(dim=1).log(), target_logits, out=nll[begin:end])
         accumulate = torch.float32 if weight.device.type == "mps" else torch.float64
-        sums = torch.zeros(batch.shape[0], dtype=accumulate, device=weight.device)
-        positions = batch.shape[1] - 1
-        for row in range(batch.shape[0]):
-            for begin in range(0, positions, self.head_chunk):
-                end = min(begin + self.head_chunk, positions)
-                states = hidden[row, begin:end]
-                logits = self._buffer("logits", (end - begin, weight.shape[0]), weight.dtype, states.device)
-                torch.mm(states, weight.t(), out=logits)
-                if bias is not None:
-                    logits += bias
-                if logits.dtype != torch.float32:
-                    logits = self._buffer("logits32", logits.shape, torch.float32, states.device).copy_(logits)
-                target_logits = logits.gather(1, targets[row, begin:end, None]).squeeze(1)
-                # logsumexp in place on the reused buffer: no vocab-sized temporaries.
-                peak = logits.amax(dim=1, keepdim=True)
-                log_normaliser = peak.squeeze(1) + logits.sub_(peak).exp_().sum(dim=1).log()
-                sums[row] += (log_normaliser - target_logits).sum(dtype=accumulate)
-        return sums
+        return nll.view(rows, positions).sum(dim=1, dtype=accumulate)
+
+    def _head_logits(self, states: Any) -> Any:
+        """fp32 logits of one chunk, the matmul in the weights' own dtype (the device's fast one).
+
+        On CUDA a bf16/fp16 GEMM writes fp32 directly (``out_dtype``); elsewhere it writes its own
+        dtype into a reused buffer that is then widened, both bounded by the chunk."""
+        import torch
+
+        weight, bias = self.head.weight, self.head.bias
+        shape = (states.shape[0], weight.shape[0])
+        logits = self._buffer("logits32", shape, torch.float32, states.device)
+        if weight.dtype == torch.float32:
+            torch.mm(states, weight.t(), out=logits)
+        elif self._widening_mm(states.device):
+            torch.mm(states, weight.t(), out_dtype=torch.float32, out=logits)
+        else:
+            narrow = self._buffer("logits", shape, weight.dtype, states.device)
+            torch.mm(states, weight.t(), out=narrow)
+            logits.copy_(narrow)
+        if bias is not None:
+            logits += bias
+        return logits
+
+    def _widening_mm(self, device: Any) -> bool:
+        """Whether this torch has a low-precision GEMM with fp32 output on ``device`` (CUDA, torch >= 2.8)."""
+        if self._widening is None:
+            import torch
+
+            self._widening = False
+            if device.type == "cuda":
+                probe = torch.ones(2, 2, dtype=self.head.weight.dtype, device=device)
+                out = torch.empty(2, 2, dtype=torch.float32, device=device)
+                try:
+                    torch.mm(probe, probe, out_dtype=torch.float32, out=out)
+                    self._widening = bool(out[0, 0] == 2)
+                except (RuntimeError, TypeError, NotImplementedError):
+                    self._widening = False
+        return self._widening
 
     def _forward_nll_sums(self, batch: Any) -> Any:
         import torch
