@@ -126,6 +126,8 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
         seed: int | None = None,
         device_map: str | None = None,
         max_memory: dict[str, str] | None = None,
+        threads: int | str | None = None,
+        concurrent: int | None = None,
         in_subprocess: bool = True,
         conn_id: str | None = None,
         **kwargs: Any,
@@ -144,6 +146,8 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
         self.seed = seed
         self.device_map = device_map
         self.max_memory = dict(max_memory or {})
+        self.threads = threads
+        self.concurrent = concurrent
         self.in_subprocess = in_subprocess
 
     def _arguments(self, out: str, run_dir_name: str, context: Any) -> list[str]:
@@ -158,6 +162,8 @@ class RunEvaluationOperator(_LineageOnComplete, BaseOperator):
             ("--batch-size", self.batch_size),
             ("--seed", self.seed),
             ("--device-map", self.device_map),
+            ("--threads", self.threads),
+            ("--concurrent", self.concurrent),
         ):
             if value not in (None, ""):
                 args += [flag, str(value)]

@@ -19,6 +19,7 @@ from invarlock_provider.errors import BadInputError
 
 if TYPE_CHECKING:
     from invarlock_provider.config import ResolvedPreset
+    from invarlock_provider.evaluation.threads import ThreadRequest
     from invarlock_provider.storage.workstore import RemoteFolder
 
 EXAMPLE = (
@@ -89,6 +90,21 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
     help="Per-device budget for --device-map, e.g. cuda:0=70GiB, cpu=200GiB, disk=1TiB (repeatable).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option(
+    "--threads",
+    default=None,
+    metavar="N|auto",
+    help="CPU threads for scoring; auto: the cores this process may use (affinity, cgroup quota) divided "
+    "among the evaluations running on this host, shared out again between batches [env INVARLOCK_THREADS; "
+    "default: auto]. Recorded in meta.host.threads.",
+)
+@click.option(
+    "--concurrent",
+    default=None,
+    metavar="N",
+    help="Evaluations this worker runs at once (its pool slots or worker concurrency): auto threads divide "
+    "the cores by at least N [env INVARLOCK_CONCURRENT_EVALUATIONS; default: those running now].",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal outside CI].")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option(
@@ -112,6 +128,8 @@ def run_command(
     device_map: str | None,
     max_memory: tuple[str, ...],
     seed: int | None,
+    threads: str | None,
+    concurrent: str | None,
     progress: bool | None,
     as_json: bool,
     run_dir_name: str | None,
@@ -125,8 +143,11 @@ def run_command(
     runs/NAME/report.json always points at the newest completed run of NAME.
     """
     from invarlock_provider.evaluation.run import execute_run
+    from invarlock_provider.evaluation.threads import thread_request
     from invarlock_provider.layout import run_summary
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
+
+    request = thread_request(threads, concurrent)
 
     location = work_location(out, s3_settings(endpoint_url, region, path_style)) if out else None
     if edit is not None:
@@ -154,10 +175,10 @@ def run_command(
             raise BadInputError(f"--label {label!r}: expected KEY=VALUE")
         parsed_labels[key] = value
     if isinstance(location, RemoteFolder):
-        summary = _run_into_store(resolved, location, progress, run_dir_name, parsed_labels)
+        summary = _run_into_store(resolved, location, progress, run_dir_name, parsed_labels, request)
     else:
         result = execute_run(
-            resolved, location, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels
+            resolved, location, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels, threads=request
         )
         summary = run_summary(result.report, result.report_path)
     if as_json:
@@ -179,7 +200,12 @@ def _batch_size(value: str | None) -> int | str | None:
 
 
 def _run_into_store(
-    resolved: ResolvedPreset, folder: RemoteFolder, progress: bool, run_dir_name: str | None, labels: dict[str, str]
+    resolved: ResolvedPreset,
+    folder: RemoteFolder,
+    progress: bool,
+    run_dir_name: str | None,
+    labels: dict[str, str],
+    threads: ThreadRequest,
 ) -> dict[str, Any]:
     """Score in a private temporary folder, then hand the run to the store; the scratch goes either way."""
     import tempfile
@@ -195,8 +221,9 @@ def _run_into_store(
     name = new_run_dir_name(folder, datetime.now(UTC), run_dir_name)
     with tempfile.TemporaryDirectory(prefix="invarlock-run-") as scratch:
         result = execute_run(
-            resolved, Path(scratch) / folder.name, show_progress=progress, run_dir_name=name, labels=labels
-        )
+            resolved, Path(scratch) / folder.name, show_progress=progress, run_dir_name=name, labels=labels,
+            threads=threads,
+        )  # fmt: skip
         started = time.perf_counter()
         stored = upload_run(folder, result.run_dir)
         upload_s = time.perf_counter() - started

@@ -27,6 +27,7 @@ from invarlock_provider.config import ResolvedPreset, preset_snapshot
 from invarlock_provider.errors import EvaluationAbortedError, InvarlockError, require
 from invarlock_provider.evaluation.events import EventLog
 from invarlock_provider.evaluation.network import apply_network_policy
+from invarlock_provider.evaluation.threads import ThreadRequest, ThreadSizer
 from invarlock_provider.fileio import write_json_atomic
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, create_run_dir, publish_latest
 
@@ -49,6 +50,7 @@ def execute_run(
     now: datetime | None = None,
     run_dir_name: str | None = None,
     labels: dict[str, str] | None = None,
+    threads: ThreadRequest | None = None,
 ) -> RunResult:
     for module in ("torch", "transformers"):
         require(module, "hf")
@@ -66,7 +68,9 @@ def execute_run(
         pid=os.getpid(),
     )
     try:
-        report = _evaluate(resolved, run_id, started_at, events, show_progress)
+        request = threads or ThreadRequest()
+        with ThreadSizer(request.threads, request.concurrent) as sizer:
+            report = _evaluate(resolved, run_id, started_at, events, show_progress, sizer)
         report["meta"]["labels"] = dict(labels or {})
         report_path = run_dir / REPORT_FILE
         write_json_atomic(report_path, report)
@@ -96,6 +100,7 @@ def _evaluate(
     started_at: datetime,
     events: EventLog,
     show_progress: bool,
+    sizer: ThreadSizer,
 ) -> dict[str, Any]:
     """Timed phase by phase (meta.timings); the corpus is tokenized and windowed on a second thread
     while the model loads, so the first window is scored as soon as the guards have run."""
@@ -209,7 +214,7 @@ def _evaluate(
     timings["batch_probe_s"] = round(batch.probe_s, 4)
     total_windows = len(windows.preview) + len(windows.final)
     with (
-        _progress_bar(total_windows, show_progress) as advance,
+        _progress_bar(total_windows, show_progress, sizer) as advance,
         runtime.PeakMemory(device) as peak,
         _timed(timings, "score_s"),
     ):
@@ -274,6 +279,7 @@ def _evaluate(
             "host": {
                 "platform": platform.platform(),
                 "cpu_threads": _torch_threads(),
+                "threads": sizer.as_record(),
                 "cpu": cpu.as_record(),
                 "matmul_gflops": matmul_rates,
             },
@@ -431,8 +437,14 @@ def _quiet_transformers() -> None:
 
 
 @contextmanager
-def _progress_bar(total: int, enabled: bool) -> Iterator[Any]:
+def _progress_bar(total: int, enabled: bool, sizer: ThreadSizer) -> Iterator[Any]:
+    """Advances the bar after each batch, and shares the cores out again for the next one."""
     from tqdm import tqdm
 
     with tqdm(total=total, unit="win", desc="scoring", disable=not enabled, file=sys.stderr) as bar:
-        yield bar.update
+
+        def advance(windows: int) -> None:
+            bar.update(windows)
+            sizer.resize()
+
+        yield advance

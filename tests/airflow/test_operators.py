@@ -103,7 +103,7 @@ def test_a_missing_connection_is_named(workdir: Path, tmp_path: Path) -> None:
         archive.execute(context("manual__1", "archive"))
 
 
-def test_device_map_and_auto_batch_reach_the_run(workdir: Path) -> None:
+def test_device_map_auto_batch_and_threads_reach_the_run(workdir: Path) -> None:
     operator = RunEvaluationOperator(
         task_id="evaluate",
         run_name="mapped",
@@ -111,12 +111,14 @@ def test_device_map_and_auto_batch_reach_the_run(workdir: Path) -> None:
         batch_size="auto",
         device_map="sequential",
         max_memory={"cpu": "4GiB"},
+        threads=1,
         output_root=str(workdir / "runs"),
     )
     result = operator.execute(context("manual__1", "evaluate"))
     meta = json.loads(Path(result["report"].removeprefix("file:")).read_text())["meta"]
     assert meta["device_map"]["requested"] == "sequential" and meta["device_map"]["max_memory"] == {"cpu": 4 * 2**30}
     assert meta["scoring"]["batch"]["requested"] == "auto"
+    assert meta["host"]["threads"]["requested"] == 1 and meta["host"]["threads"]["intra_op"] == [1]
 
 
 def test_a_failed_evaluation_fails_the_task_and_writes_no_report(workdir: Path) -> None:
