@@ -3,11 +3,9 @@
 Why it is not ``model(ids, labels=ids)``: that materialises batch x seq x vocab logits (2.4 GB for
 8 windows of 512 tokens with a 50k vocabulary) and a log-softmax of the same size, which made
 batching slower than one window at a time. Here the transformer body runs on the whole batch,
-and the output layer runs over the batch's predicting positions flattened into one matrix, in
-chunks of ``HEAD_CHUNK_ELEMENTS / vocab`` rows into one reused fp32 buffer (the GEMM in the
-weights' dtype), with the NLL taken as an in-place logsumexp minus the target logit: memory for the
-head is bounded by the chunk whatever the batch size or vocabulary (64 MiB of fp32 logits, 128
-positions at a 128k vocabulary), and no log-softmax tensor is ever written. On a
+and the output layer runs over the batch's predicting positions in chunks of bounded memory
+(``output_layer.py``): memory for the head is bounded by the chunk whatever the batch size or
+vocabulary, and no log-softmax tensor is ever written. On a
 GPT-2-small shape this is GEMM-bound (matmuls are ~75% of CPU time); see
 benchmarks/eval_throughput.py.
 
@@ -27,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from invarlock_provider.errors import EvaluationAbortedError
+from invarlock_provider.evaluation.output_layer import OutputLayerNLL, chunk_elements_for
 from invarlock_provider.weights.tensors import is_meta, is_packed
 
-HEAD_CHUNK_ELEMENTS = 1 << 24
 SELF_CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 1e-2}
 _UNSPLITTABLE_CONFIG_KEYS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
 
@@ -109,10 +107,9 @@ class WindowScorer:
         self.head = model.get_output_embeddings()
         self.body = getattr(model, "base_model", None)
         self.split = self._can_split()
-        vocab = self.head.weight.shape[0] if self.split else None
-        self.head_chunk = max(1, HEAD_CHUNK_ELEMENTS // vocab) if vocab else None
-        self._buffers: dict[str, Any] = {}
-        self._widening: bool | None = None
+        self.output = None
+        if self.split:
+            self.output = OutputLayerNLL(self.head, chunk_elements_for(self.head.weight.device.type))
         self._checked = False
         self.fused_activations = fuse_activations(model)
 
@@ -122,7 +119,7 @@ class WindowScorer:
         return ScoringPlan(
             strategy=strategy,
             batch_size=self.batch_size,
-            head_chunk_tokens=self.head_chunk,
+            head_chunk_tokens=self.output.rows if self.output else None,
             fused_activations=self.fused_activations,
         )
 
@@ -195,54 +192,9 @@ class WindowScorer:
         # each chunk is one GEMM of full height however short the windows or small the batch.
         states = hidden[:, :-1].to(weight.device).reshape(rows * positions, hidden.shape[-1])
         targets = batch[:, 1:].to(weight.device).reshape(-1)
-        nll = torch.empty(rows * positions, dtype=torch.float32, device=weight.device)
-        for begin in range(0, rows * positions, self.head_chunk):
-            end = min(begin + self.head_chunk, rows * positions)
-            logits = self._head_logits(states[begin:end])
-            target_logits = logits.gather(1, targets[begin:end, None]).squeeze(1)
-            # logsumexp in place on the reused fp32 buffer: no vocab-sized temporaries.
-            peak = logits.amax(dim=1, keepdim=True)
-            torch.sub(peak.squeeze(1) + logits.sub_(peak).exp_().sum(dim=1).log(), target_logits, out=nll[begin:end])
+        nll = self.output(states, targets)
         accumulate = torch.float32 if weight.device.type == "mps" else torch.float64
         return nll.view(rows, positions).sum(dim=1, dtype=accumulate)
-
-    def _head_logits(self, states: Any) -> Any:
-        """fp32 logits of one chunk, the matmul in the weights' own dtype (the device's fast one).
-
-        On CUDA a bf16/fp16 GEMM writes fp32 directly (``out_dtype``); elsewhere it writes its own
-        dtype into a reused buffer that is then widened, both bounded by the chunk."""
-        import torch
-
-        weight, bias = self.head.weight, self.head.bias
-        shape = (states.shape[0], weight.shape[0])
-        logits = self._buffer("logits32", shape, torch.float32, states.device)
-        if weight.dtype == torch.float32:
-            torch.mm(states, weight.t(), out=logits)
-        elif self._widening_mm(states.device):
-            torch.mm(states, weight.t(), out_dtype=torch.float32, out=logits)
-        else:
-            narrow = self._buffer("logits", shape, weight.dtype, states.device)
-            torch.mm(states, weight.t(), out=narrow)
-            logits.copy_(narrow)
-        if bias is not None:
-            logits += bias
-        return logits
-
-    def _widening_mm(self, device: Any) -> bool:
-        """Whether this torch has a low-precision GEMM with fp32 output on ``device`` (CUDA, torch >= 2.8)."""
-        if self._widening is None:
-            import torch
-
-            self._widening = False
-            if device.type == "cuda":
-                probe = torch.ones(2, 2, dtype=self.head.weight.dtype, device=device)
-                out = torch.empty(2, 2, dtype=torch.float32, device=device)
-                try:
-                    torch.mm(probe, probe, out_dtype=torch.float32, out=out)
-                    self._widening = bool(out[0, 0] == 2)
-                except (RuntimeError, TypeError, NotImplementedError):
-                    self._widening = False
-        return self._widening
 
     def _forward_nll_sums(self, batch: Any) -> Any:
         import torch
@@ -253,16 +205,6 @@ class WindowScorer:
             sums.append(torch.nn.functional.cross_entropy(logits, row[1:].to(logits.device), reduction="sum"))
         return torch.stack(sums).to(batch.device)
 
-    def _buffer(self, key: str, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-        import torch
-
-        buffer = self._buffers.get(key)
-        rows, cols = shape
-        if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != cols or buffer.dtype != dtype:
-            buffer = torch.empty((max(rows, self.head_chunk or rows), cols), dtype=dtype, device=device)
-            self._buffers[key] = buffer
-        return buffer[:rows]
-
     def _check_split_path(self, batch: Any, nll_sums: Any) -> Any:
         """Compare the split path with the model's own forward on one window, once per scorer."""
         self._checked = True
@@ -272,5 +214,5 @@ class WindowScorer:
         if math.isfinite(split_value) and abs(split_value - reference) <= tolerance * max(1.0, abs(reference)):
             return nll_sums
         self.split = False
-        self.head_chunk = None
+        self.output = None
         return self._forward_nll_sums(batch)

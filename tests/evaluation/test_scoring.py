@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from invarlock_provider.evaluation.output_layer import HEAD_CHUNK_ELEMENTS, OutputLayerNLL
 from invarlock_provider.evaluation.runtime import PeakMemory, read_vm_rss
-from invarlock_provider.evaluation.scoring import HEAD_CHUNK_ELEMENTS, WindowScorer
+from invarlock_provider.evaluation.scoring import WindowScorer
 from tests.evaluation.families import FAMILIES, VOCAB, Family
 
 WINDOWS, SEQ_LEN = 6, 48
@@ -37,8 +40,8 @@ def engine_scores(
     model: Any, windows: Any, *, batch_size: int, dtype_name: str, chunk: int | None = None
 ) -> list[float]:
     scorer = WindowScorer(model, batch_size=batch_size, device="cpu", dtype_name=dtype_name)
-    if chunk is not None and scorer.split:
-        scorer.head_chunk = chunk
+    if chunk is not None and scorer.output is not None:
+        scorer.output.rows = chunk
     return scorer.score(windows, [str(i) for i in range(len(windows))]).logloss
 
 
@@ -83,7 +86,7 @@ def test_the_output_layer_at_a_128k_vocabulary_stays_within_its_chunk() -> None:
     )  # fmt: skip
     model = LlamaForCausalLM(config).eval()
     scorer = WindowScorer(model, batch_size=batch, device="cpu", dtype_name="float32")
-    assert scorer.split and scorer.head_chunk == HEAD_CHUNK_ELEMENTS // vocab
+    assert scorer.output is not None and scorer.output.rows == HEAD_CHUNK_ELEMENTS // vocab
     ids = torch.randint(1, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(3))
     scorer.probe(ids[:1])  # buffers allocated and first-touch costs paid before measuring
     resident = read_vm_rss()
@@ -96,3 +99,33 @@ def test_the_output_layer_at_a_128k_vocabulary_stays_within_its_chunk() -> None:
     body_bytes = batch * seq_len * scorer.activation_estimate(seq_len) // seq_len
     assert growth < 2 * chunk_bytes + body_bytes, (growth, chunk_bytes, body_bytes)
     assert growth < full_logits / 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    positions=st.integers(1, 40),
+    vocab=st.integers(2, 300),
+    rows=st.integers(1, 50),
+    bias=st.booleans(),
+    dtype_name=st.sampled_from(["float32", "bfloat16"]),
+)
+def test_the_output_layer_equals_cross_entropy_over_full_logits(
+    positions: int, vocab: int, rows: int, bias: bool, dtype_name: str
+) -> None:
+    """Any chunking of any positions gives each position the NLL of its full row of logits (the
+    GEMM in the weights' dtype, widened to fp32, as the reference computes it)."""
+    import torch
+
+    torch.manual_seed(positions * 1000 + vocab)
+    dtype = getattr(torch, dtype_name)
+    head = torch.nn.Linear(16, vocab, bias=bias).to(dtype)
+    states = (4 * torch.randn(positions, 16)).to(dtype)
+    targets = torch.randint(0, vocab, (positions,))
+    layer = OutputLayerNLL(head, chunk_elements=rows * vocab)
+    assert layer.rows == rows
+    with torch.inference_mode():
+        nll = layer(states, targets)
+        logits = (states @ head.weight.t()).float() + (head.bias.float() if bias else 0)
+        reference = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    assert nll.dtype == torch.float32
+    assert torch.allclose(nll, reference, rtol=1e-5, atol=1e-5), (nll - reference).abs().max()
