@@ -7,7 +7,11 @@ processes on CUDA in bf16 and fp32 (TF32 off, as the engine sets it) and on the 
 - tokens/s and MFU (2 x parameters x tokens/s against the device's dense peak for that dtype:
   the spec sheet's figure for known GPUs, else the matmul rate measured here);
 - the per-window NLL difference against the CPU run (InvarLock's CUDA-vs-CPU drift band is 1%);
-- peak GPU memory (the allocator's peak while scoring) and the meta.timings breakdown.
+- peak GPU memory (the allocator's peak while scoring) and the meta.timings breakdown;
+- the output layer alone (``evaluation/output_layer.py``) at vocabularies of 32k, 128k and 256k
+  (hidden 4096, 8 x 1024 positions, bf16 weights): time, its GEMM's TFLOP/s, peak memory beyond
+  its inputs, and the same beside full logits + cross-entropy, with the NLL difference to an fp32
+  reference.
 
 Budget: under 8 minutes on one H100/H200-class GPU with 16 CPU cores.
 
@@ -23,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,6 +48,7 @@ PEAK_TFLOPS = {
     "A10G": (70.0, 31.2), "L4": (121.0, 30.3),
 }  # fmt: skip
 DRIFT_BAND = 0.01
+OUTPUT_LAYER_VOCABS = (32_000, 128_256, 256_000)
 
 
 def device_facts() -> dict[str, object]:
@@ -112,6 +119,67 @@ def nll_difference(run: dict, reference: dict) -> tuple[float, float]:
     return worst, abs(mean_ours - mean_theirs) / mean_theirs
 
 
+def output_layer_table(device: str, hidden: int, positions: int, dtype_name: str) -> None:
+    """Time the chunked output layer against full logits at each vocabulary, on one device."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+
+    def timed(function: Callable[[], Any]) -> tuple[Any, float, int]:
+        function()  # warm-up: buffers allocated, kernels chosen
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        begin = time.perf_counter()
+        result = function()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - begin
+        peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else 0
+        return result, seconds, peak
+
+    print(f"\noutput layer alone on {device}, {dtype_name} weights, hidden {hidden}, {positions} positions")
+    header = (
+        f"{'vocab':>8} {'chunk rows':>10} {'chunked ms':>10} {'TFLOP/s':>8} {'peak MiB':>9} "
+        f"{'full ms':>8} {'peak MiB':>9} {'max|dNLL| chunked':>18} {'full':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for vocab in OUTPUT_LAYER_VOCABS:
+        print(output_layer_row(vocab, device, hidden, positions, dtype, timed))
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def output_layer_row(
+    vocab: int, device: str, hidden: int, positions: int, dtype: Any, timed: Callable[[Callable[[], Any]], Any]
+) -> str:
+    import torch
+
+    from invarlock_provider.evaluation.output_layer import OutputLayerNLL, chunk_elements_for
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(hidden, vocab, bias=False).to(device=device, dtype=dtype)
+    states = torch.randn(positions, hidden, device=device, dtype=dtype)
+    targets = torch.randint(0, vocab, (positions,), device=device)
+    layer = OutputLayerNLL(head, chunk_elements_for(device))
+    with torch.inference_mode():
+        reference = torch.nn.functional.cross_entropy(
+            states.double() @ head.weight.double().t(), targets, reduction="none"
+        )
+        chunked, chunked_s, chunked_peak = timed(lambda: layer(states, targets))
+        full, full_s, full_peak = timed(
+            lambda: torch.nn.functional.cross_entropy((states @ head.weight.t()).float(), targets, reduction="none")
+        )
+    tflops = 2 * positions * hidden * vocab / chunked_s / 1e12
+    return (
+        f"{vocab:>8} {layer.rows:>10} {1e3 * chunked_s:10.1f} {tflops:8.1f} {chunked_peak / 2**20:9.0f} "
+        f"{1e3 * full_s:8.1f} {full_peak / 2**20:9.0f} {(chunked - reference).abs().max().item():18.2e} "
+        f"{(full - reference).abs().max().item():9.2e}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=16, help="preview and final windows for the 1.1B model")
@@ -173,6 +241,10 @@ def main() -> None:
                 f"{timings['imports_total_s']:8.2f} {timings['model_load_s']:6.2f} {timings['digest_s']:7.2f} "
                 f"{timings['guards_s']:7.2f} {timings['score_s']:7.2f} {run['wall']:7.2f}"
             )
+        if cuda:
+            output_layer_table("cuda", 4096, 8 * 1024, "bfloat16")
+        else:
+            output_layer_table("cpu", 256, 512, "float32")
         print(f"\ntotal {time.perf_counter() - began:.0f} s")
 
 
