@@ -173,9 +173,13 @@ def output_layer_row(
             lambda: torch.nn.functional.cross_entropy((states @ head.weight.t()).float(), targets, reduction="none")
         )
     tflops = 2 * positions * hidden * vocab / chunked_s / 1e12
+
+    def mib(peak: int) -> str:  # the CUDA allocator's peak; not measured on CPU
+        return f"{peak / 2**20:9.0f}" if device == "cuda" else f"{'-':>9}"
+
     return (
-        f"{vocab:>8} {layer.rows:>10} {1e3 * chunked_s:10.1f} {tflops:8.1f} {chunked_peak / 2**20:9.0f} "
-        f"{1e3 * full_s:8.1f} {full_peak / 2**20:9.0f} {(chunked - reference).abs().max().item():18.2e} "
+        f"{vocab:>8} {layer.rows:>10} {1e3 * chunked_s:10.1f} {tflops:8.1f} {mib(chunked_peak)} "
+        f"{1e3 * full_s:8.1f} {mib(full_peak)} {(chunked - reference).abs().max().item():18.2e} "
         f"{(full - reference).abs().max().item():9.2e}"
     )
 
