@@ -91,7 +91,6 @@ class Worker:
         self.mode = mode
         self.process = subprocess.Popen(
             [python, __file__, "--worker", mode, *args],
-            env={**os.environ, "TQDM_DISABLE": "1"},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -229,6 +228,9 @@ def _lm_eval_scorer(model: Any, folder: Path, batch_size: int, params: int) -> A
 
         def tok_encode(self, string: str, *args: Any, **kwargs: Any) -> list[int]:
             return ids_of[string] if string in ids_of else super().tok_encode(string, *args, **kwargs)
+
+        def _loglikelihood_tokens(self, requests: Any, disable_tqdm: bool = False, **kwargs: Any) -> Any:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=True, **kwargs)  # no progress bars
 
     lm = SameWindows(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=SEQ_LEN, device="cpu")
     same = {key: HFLM.tok_encode(lm, text) == list(key) for key, text in texts.items()}
