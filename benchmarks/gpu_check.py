@@ -9,9 +9,9 @@ processes on CUDA in bf16 and fp32 (TF32 off, as the engine sets it) and on the 
 - the per-window NLL difference against the CPU run (InvarLock's CUDA-vs-CPU drift band is 1%);
 - peak GPU memory (the allocator's peak while scoring) and the meta.timings breakdown;
 - the output layer alone (``evaluation/output_layer.py``) at vocabularies of 32k, 128k and 256k
-  (hidden 4096, 8 x 1024 positions, bf16 weights): time, its GEMM's TFLOP/s, peak memory beyond
-  its inputs, and the same beside full logits + cross-entropy, with the NLL difference to an fp32
-  reference.
+  (hidden 4096, 8 x 1024 positions, bf16 weights; ``--smoke``: CPU, hidden 256, 512 positions, fp32):
+  time, its GEMM's TFLOP/s, peak memory beyond its inputs (buffers included), and the same beside
+  full logits + cross-entropy, with the NLL difference to an fp64 reference.
 
 Budget: under 8 minutes on one H100/H200-class GPU with 16 CPU cores.
 
@@ -126,18 +126,22 @@ def output_layer_table(device: str, hidden: int, positions: int, dtype_name: str
     dtype = getattr(torch, dtype_name)
 
     def timed(function: Callable[[], Any]) -> tuple[Any, float, int]:
-        function()  # warm-up: buffers allocated, kernels chosen
+        """Result, seconds of the second call, and peak memory over both beyond what was there before
+        (the chunk's buffers are allocated by the first call)."""
+        from invarlock_provider.evaluation.runtime import PeakMemory, read_vm_rss
+
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        begin = time.perf_counter()
-        result = function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - begin
-        peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else 0
-        return result, seconds, peak
+        base = torch.cuda.memory_allocated() if device == "cuda" else read_vm_rss() or 0
+        with PeakMemory(device) as peak:
+            function()  # warm-up: buffers allocated, kernels chosen
+            begin = time.perf_counter()
+            result = function()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - begin
+        return result, seconds, (peak.peak_bytes or 0) - base
 
     print(f"\noutput layer alone on {device}, {dtype_name} weights, hidden {hidden}, {positions} positions")
     header = (
@@ -174,8 +178,8 @@ def output_layer_row(
         )
     tflops = 2 * positions * hidden * vocab / chunked_s / 1e12
 
-    def mib(peak: int) -> str:  # the CUDA allocator's peak; not measured on CPU
-        return f"{peak / 2**20:9.0f}" if device == "cuda" else f"{'-':>9}"
+    def mib(peak: int) -> str:  # the CUDA allocator's peak, or on CPU the peak resident set size
+        return f"{peak / 2**20:9.0f}"
 
     return (
         f"{vocab:>8} {layer.rows:>10} {1e3 * chunked_s:10.1f} {tflops:8.1f} {mib(chunked_peak)} "

@@ -14,16 +14,18 @@ AMD EPYC (fp32 121 vs 155 GFLOP/s at 333 x 768 x 50,257; bf16 348 vs 386). The c
 last multiple of 64 are one GEMM into the padded buffer and the few left over a second, so no padded
 copy of the weights is ever made.
 
-Chunk sizes: 64 MiB of fp32 logits on CPU (333 positions at 50k, 128 at 128k: the GEMM's rate
-barely grows past that, memory does); 512 MiB on CUDA, where a chunk of fewer rows than a GEMM
-tile (128) would leave most of each tile idle (512 rows at 256k).
+Chunk sizes: 128 MiB of fp32 logits on CPU (667 positions at 50k, 261 at 128k, 131 at 256k). Fewer
+rows make the GEMM stream the whole weight matrix for too little work: at 128k x 2048 in fp32 it ran
+at 129 GFLOP/s with 130 rows, 157 with 256 and 171 with 512 (benchmarks/gpu_check.py --smoke
+prints the output layer alone). 512 MiB on CUDA, where a chunk of fewer rows than a GEMM tile (128)
+would leave most of each tile idle (512 rows at 256k).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-HEAD_CHUNK_ELEMENTS = 1 << 24
+HEAD_CHUNK_ELEMENTS = 1 << 25
 CUDA_HEAD_CHUNK_ELEMENTS = 1 << 27
 COLUMN_ALIGNMENT = 64
 

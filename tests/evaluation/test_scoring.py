@@ -74,7 +74,7 @@ def test_scores_do_not_depend_on_batch_size_or_chunk_edges(family: Family, windo
 
 def test_the_output_layer_at_a_128k_vocabulary_stays_within_its_chunk() -> None:
     """8 windows x 512 tokens at a 128k vocabulary: full logits would be 2 GiB of fp32; the head
-    may take the chunk's buffers (64 MiB fp32) and the flattened hidden states, nothing vocab x batch."""
+    may take the chunk's buffers (128 MiB fp32) and the flattened hidden states, nothing vocab x batch."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
