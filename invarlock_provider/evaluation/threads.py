@@ -95,25 +95,23 @@ def parse_threads(value: str | int | None, *, source: str = "--threads") -> int 
     """``auto``/None -> None (sized), a positive integer -> itself; anything else is a one-line error."""
     if value is None or str(value).strip().lower() in ("", "auto"):
         return None
-    try:
-        threads = int(str(value).strip())
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise BadInputError(f"{source}: expected a positive integer or 'auto', not {value!r}")
-    return threads
+    return _positive(value, source, "a positive integer or 'auto'")
 
 
 def parse_concurrent(value: str | int | None, *, source: str = "--concurrent") -> int | None:
     if value is None or str(value).strip() == "":
         return None
+    return _positive(value, source, "a positive integer (evaluations at once)")
+
+
+def _positive(value: str | int, source: str, expected: str) -> int:
     try:
-        count = int(str(value).strip())
+        number = int(str(value).strip())
     except ValueError:
-        count = 0
-    if count < 1:
-        raise BadInputError(f"{source}: expected a positive integer (evaluations at once), not {value!r}")
-    return count
+        number = 0
+    if number < 1:
+        raise BadInputError(f"{source}: expected {expected}, not {value!r}")
+    return number
 
 
 def thread_request(threads: str | None, concurrent: str | int | None) -> ThreadRequest:
