@@ -16,8 +16,8 @@ copy of the weights is ever made.
 
 Chunk sizes: 128 MiB of fp32 logits on CPU (667 positions at 50k, 261 at 128k, 131 at 256k). Fewer
 rows make the GEMM stream the whole weight matrix for too little work: at 128k x 2048 in fp32 it ran
-at 129 GFLOP/s with 130 rows, 157 with 256 and 171 with 512 (benchmarks/gpu_check.py --smoke
-prints the output layer alone). 512 MiB on CUDA, where a chunk of fewer rows than a GEMM tile (128)
+at 129 GFLOP/s with 130 rows, 157 with 256 and 171 with 512 (benchmarks/gpu_check.py times the
+output layer alone). 512 MiB on CUDA, where a chunk of fewer rows than a GEMM tile (128)
 would leave most of each tile idle (512 rows at 256k).
 """
 
@@ -39,10 +39,10 @@ class OutputLayerNLL:
 
     def __init__(self, head: Any, chunk_elements: int = HEAD_CHUNK_ELEMENTS) -> None:
         self.head = head
-        vocab = head.weight.shape[0]
-        self.rows = max(1, chunk_elements // vocab)
-        self.aligned = vocab // COLUMN_ALIGNMENT * COLUMN_ALIGNMENT
-        self.padded = -(-vocab // COLUMN_ALIGNMENT) * COLUMN_ALIGNMENT
+        self.vocab = head.weight.shape[0]
+        self.rows = max(1, chunk_elements // self.vocab)
+        self.aligned = self.vocab // COLUMN_ALIGNMENT * COLUMN_ALIGNMENT
+        self.padded = -(-self.vocab // COLUMN_ALIGNMENT) * COLUMN_ALIGNMENT
         self._buffers: dict[str, Any] = {}
         self._widening: bool | None = None
 
@@ -64,7 +64,7 @@ class OutputLayerNLL:
 
         weight, bias = self.head.weight, self.head.bias
         if weight.dtype != torch.float32 and self._widening_mm(states.device):
-            logits = self._buffer("logits32", states.shape[0], torch.float32, states.device, self.head.weight.shape[0])
+            logits = self._buffer("logits32", states.shape[0], torch.float32, states.device, self.vocab)
             torch.mm(states, weight.t(), out_dtype=torch.float32, out=logits)
         else:
             logits = self._buffer("logits32", states.shape[0], torch.float32, states.device, self.padded)
@@ -83,7 +83,7 @@ class OutputLayerNLL:
         import torch
 
         weight = self.head.weight
-        if self.aligned in (0, weight.shape[0]):
+        if self.aligned in (0, self.vocab):
             torch.mm(states, weight.t(), out=out)
             return
         torch.mm(states, weight[: self.aligned].t(), out=out[:, : self.aligned])
@@ -113,4 +113,4 @@ class OutputLayerNLL:
         if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != stride or buffer.dtype != dtype:
             buffer = torch.empty((max(rows, self.rows), stride), dtype=dtype, device=device)
             self._buffers[key] = buffer
-        return buffer[:rows, : self.head.weight.shape[0]]
+        return buffer[:rows, : self.vocab]
