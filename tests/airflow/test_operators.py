@@ -308,7 +308,7 @@ def test_a_retry_reusing_a_finished_stored_run_moves_latest(seaweed, bucket, rea
     import logging
     import shutil
 
-    from invarlock_provider.airflow.operators import _own_stored_run
+    from invarlock_provider.airflow.operators.run_evaluation import _own_stored_run
     from invarlock_provider.storage.s3 import S3Store
     from invarlock_provider.storage.uri import join_key, parse_store_uri
     from invarlock_provider.storage.workstore import RemoteFolder, read_latest, upload_run
