@@ -192,7 +192,7 @@ def _scorer(kind: str, dtype: Any, folder: Path, batch_size: int) -> Any:
         def engine(windows: Any, resize: Any) -> dict[str, Any]:
             labels = [str(i) for i in range(len(windows))]
             resize()
-            return {"logloss": scorer.score(windows, labels, progress=lambda _: resize()).logloss}
+            return {"logloss": scorer.score(windows, labels, on_batch=lambda _: resize()).logloss}
 
         engine.params = params  # type: ignore[attr-defined]
         return engine

@@ -14,7 +14,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from invarlock_provider.errors import BadInputError
+from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_file
 from invarlock_provider.reporting.lineage import run_identity
 
@@ -24,18 +24,27 @@ TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 RUN_DIR_PATTERN = re.compile(r"^(\d{8}_\d{6})(?:_(\d{2,}))?\Z")  # \Z: no trailing newline
 
 
-def create_run_dir(out: Path, now: datetime, name: str | None = None) -> Path:
-    """Create a new, empty timestamped folder; a second run in the same second gets _01, _02...
+class AlreadyCommittedError(InvarlockError):
+    """Another try of an orchestrator-named run folder committed it first; this try's run was discarded."""
 
-    ``name`` (a timestamp folder name chosen by an orchestrator, so that a retry finds its own
-    folder again) must match the layout and not exist yet.
-    """
+
+def ensure_output_dir(out: Path) -> None:
+    """``out`` exists and this process may create run folders in it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInputError(f"output dir not writable: {out} ({exc.strerror})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise BadInputError(f"output dir not writable: {out}")
+
+
+def create_run_dir(out: Path, now: datetime, name: str | None = None) -> Path:
+    """Create a new, empty timestamped folder; a second run in the same second gets _01, _02...
+
+    ``name`` (a timestamp folder name chosen by an orchestrator, so that a retry finds its own
+    folder again) must match the layout and not exist yet.
+    """
+    ensure_output_dir(out)
     if name is not None:
         if not RUN_DIR_PATTERN.match(name):
             raise BadInputError(f"--run-dir-name {name!r}: expected YYYYmmdd_HHMMSS or YYYYmmdd_HHMMSS_NN")

@@ -16,10 +16,10 @@ from invarlock_provider.config import DEVICES, DTYPES, PROFILES, RunOverrides, l
 from invarlock_provider.device_map_spec import check_device_map, parse_max_memory_options
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.evaluation.termination import RunKilledError
 
 if TYPE_CHECKING:
     from invarlock_provider.config import ResolvedPreset
-    from invarlock_provider.evaluation.threads import ThreadRequest
     from invarlock_provider.storage.workstore import RemoteFolder
 
 EXAMPLE = (
@@ -142,12 +142,18 @@ def run_command(
 
     runs/NAME/report.json always points at the newest completed run of NAME.
     """
+    from invarlock_provider.evaluation.progress import ProgressLines
     from invarlock_provider.evaluation.run import execute_run
+    from invarlock_provider.evaluation.termination import die_with_parent
     from invarlock_provider.evaluation.threads import thread_request
-    from invarlock_provider.layout import run_summary
+    from invarlock_provider.layout import summarize_run
+    from invarlock_provider.storage.run_sites import LocalTrySite, PlainSite, check_run_dir_name
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
+    die_with_parent()  # started by an operator: never outlive it
     request = thread_request(threads, concurrent)
+    if run_dir_name is not None:
+        check_run_dir_name(run_dir_name)
 
     location = work_location(out, s3_settings(endpoint_url, region, path_style)) if out else None
     if edit is not None:
@@ -174,13 +180,19 @@ def run_command(
         if not sep or not key:
             raise BadInputError(f"--label {label!r}: expected KEY=VALUE")
         parsed_labels[key] = value
-    if isinstance(location, RemoteFolder):
-        summary = _run_into_store(resolved, location, progress, run_dir_name, parsed_labels, request)
-    else:
-        result = execute_run(
-            resolved, location, show_progress=progress, run_dir_name=run_dir_name, labels=parsed_labels, threads=request
-        )
-        summary = run_summary(result.report, result.report_path)
+    lines = ProgressLines(scoring_lines=not progress)
+    options = {"show_progress": progress, "labels": parsed_labels, "threads": request, "progress_lines": lines}
+    try:
+        if isinstance(location, RemoteFolder):
+            summary = _run_into_store(resolved, location, run_dir_name, options)
+        else:
+            site = LocalTrySite(location, run_dir_name) if run_dir_name else PlainSite(location)
+            result = execute_run(resolved, site, **options)
+            committed = result.committed
+            summary = summarize_run(result.report, committed.run_dir, committed.report, committed.report_sha256)
+    except RunKilledError as exc:
+        click.echo(f"error: {exc}; no report written", err=True)
+        sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -200,38 +212,24 @@ def _batch_size(value: str | None) -> int | str | None:
 
 
 def _run_into_store(
-    resolved: ResolvedPreset,
-    folder: RemoteFolder,
-    progress: bool,
-    run_dir_name: str | None,
-    labels: dict[str, str],
-    threads: ThreadRequest,
+    resolved: ResolvedPreset, folder: RemoteFolder, run_dir_name: str | None, options: dict[str, Any]
 ) -> dict[str, Any]:
-    """Score in a private temporary folder, then hand the run to the store; the scratch goes either way."""
-    import tempfile
-    import time
+    """Score in a private temporary folder, mirrored and checkpointed to the store's staging, then
+    commit the run to the store; the scratch goes either way."""
     from datetime import UTC, datetime
 
     from invarlock_provider.evaluation.run import execute_run
-    from invarlock_provider.layout import run_summary
+    from invarlock_provider.layout import summarize_run
+    from invarlock_provider.scratch import owned_temporary_directory, remove_dead_scratch
+    from invarlock_provider.storage.run_sites import StoreTrySite
     from invarlock_provider.storage.stores import check_store
-    from invarlock_provider.storage.workstore import new_run_dir_name, upload_run
+    from invarlock_provider.storage.workstore import new_run_dir_name
 
     check_store(folder.store)  # credentials and bucket are checked before any scoring
     name = new_run_dir_name(folder, datetime.now(UTC), run_dir_name)
-    with tempfile.TemporaryDirectory(prefix="invarlock-run-") as scratch:
-        result = execute_run(
-            resolved, Path(scratch) / folder.name, show_progress=progress, run_dir_name=name, labels=labels,
-            threads=threads,
-        )  # fmt: skip
-        started = time.perf_counter()
-        stored = upload_run(folder, result.run_dir)
-        upload_s = time.perf_counter() - started
-        summary = run_summary(result.report, result.report_path)
-    return {
-        **summary,
-        "run_dir": stored.run_dir,
-        "report": stored.report,
-        "report_sha256": stored.report_sha256,
-        "handoff_s": round(upload_s, 4),
-    }
+    remove_dead_scratch(("invarlock-run-",))  # a run killed with SIGKILL never removed its own
+    with owned_temporary_directory("invarlock-run-") as scratch:
+        result = execute_run(resolved, StoreTrySite(folder, name, scratch), **options)
+    committed = result.committed
+    summary = summarize_run(result.report, committed.run_dir, committed.report, committed.report_sha256)
+    return {**summary, "handoff_s": round(committed.upload_s, 4)}

@@ -11,9 +11,12 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+Listener = Callable[[str, str, dict[str, Any]], None]
 
 PHASES = ("start", "load", "edit", "guards", "windows", "score", "finalize", "error")
 MAX_STRING = 2000
@@ -52,9 +55,13 @@ def sanitize(value: Any) -> Any:
 
 
 class EventLog:
-    def __init__(self, path: Path, run_id: str) -> None:
+    """``listeners`` see each event after it is on disk: the progress lines print it, a store run
+    mirrors the file to where others can follow it."""
+
+    def __init__(self, path: Path, run_id: str, listeners: Sequence[Listener] = ()) -> None:
         self.path = path
         self.run_id = run_id
+        self.listeners = list(listeners)
 
     def emit(self, phase: str, event: str, level: str = "info", **data: Any) -> None:
         if phase not in PHASES:
@@ -70,3 +77,5 @@ class EventLog:
         line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
+        for listener in self.listeners:
+            listener(phase, event, record["data"])

@@ -1,16 +1,19 @@
 """One evaluation run: load, edit, window, score, and write report.json + events.jsonl.
 
-The report is written last and atomically, and only then does ``runs/<name>/report.json`` move to
-it: a run that fails at any step leaves its events (with an ``error`` phase) but no report, so
-nothing half-done can be mistaken for evidence.
+The report is written last and atomically, and the run is committed by its site (see
+``storage/run_sites.py``) only after that; only then does ``runs/<name>/report.json`` move to it.
+A run that fails at any step, or is killed by SIGTERM, leaves its events (ending in an ``error``
+event: ``run_failed``, ``run_crashed`` or ``killed``) but no report, so nothing half-done can be
+mistaken for evidence. Scored windows are checkpointed to the site, and a later try of the same
+run folder resumes from a checkpoint made under the same inputs (``evaluation/checkpoint.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
-import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -27,9 +30,12 @@ from invarlock_provider.config import ResolvedPreset, preset_snapshot
 from invarlock_provider.errors import EvaluationAbortedError, InvarlockError, require
 from invarlock_provider.evaluation.events import EventLog
 from invarlock_provider.evaluation.network import apply_network_policy
+from invarlock_provider.evaluation.progress import ProgressLines
+from invarlock_provider.evaluation.termination import RunKilledError, TerminationWatch
 from invarlock_provider.evaluation.threads import ThreadRequest, ThreadSizer
 from invarlock_provider.fileio import write_json_atomic
-from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, create_run_dir, publish_latest
+from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, AlreadyCommittedError
+from invarlock_provider.storage.run_sites import Committed, PlainSite, RunSite
 
 SCHEMA_VERSION = "invarlock.report/1"
 ADAPTER = "hf_causal"
@@ -40,24 +46,34 @@ class RunResult:
     run_dir: Path
     report_path: Path
     report: dict[str, Any]
+    committed: Committed
 
 
 def execute_run(
     resolved: ResolvedPreset,
-    out: Path,
+    out: Path | RunSite,
     *,
     show_progress: bool = False,
     now: datetime | None = None,
-    run_dir_name: str | None = None,
     labels: dict[str, str] | None = None,
     threads: ThreadRequest | None = None,
+    progress_lines: ProgressLines | None = None,
 ) -> RunResult:
+    """``out`` is a runs/<name> folder (a new timestamped run in it) or a :class:`RunSite`."""
     for module in ("torch", "transformers"):
         require(module, "hf")
+    site: RunSite = PlainSite(out) if isinstance(out, Path) else out
     started_at = now or datetime.now(UTC)
-    run_dir = create_run_dir(out, started_at, run_dir_name)
-    run_id = f"{out.name}-{run_dir.name}-{secrets.token_hex(3)}"
-    events = EventLog(run_dir / EVENTS_FILE, run_id)
+    run_dir, run_id = site.prepare(started_at)
+    lines = progress_lines or ProgressLines(enabled=True)
+    mirror_s = [0.0]
+
+    def mirror(phase: str, event: str, data: dict[str, Any]) -> None:
+        begin = time.perf_counter()
+        site.mirror_events(run_dir / EVENTS_FILE)
+        mirror_s[0] += time.perf_counter() - begin
+
+    events = EventLog(run_dir / EVENTS_FILE, run_id, [lines.phase, mirror])
     preset = resolved.preset
     events.emit(
         "start",
@@ -66,23 +82,54 @@ def execute_run(
         profile=resolved.profile,
         config=preset_snapshot(preset),
         pid=os.getpid(),
+        run_dir=site.final_location(),
     )
+    watch = TerminationWatch(lambda: _emit_end(events, "killed", "did not stop within the grace period after SIGTERM"))
     try:
-        request = threads or ThreadRequest()
-        with ThreadSizer(request.threads, request.concurrent) as sizer:
-            report = _evaluate(resolved, run_id, started_at, events, show_progress, sizer)
-        report["meta"]["labels"] = dict(labels or {})
-        report_path = run_dir / REPORT_FILE
-        write_json_atomic(report_path, report)
-        publish_latest(out, run_dir)
-        events.emit("finalize", "report_written", path=str(report_path))
+        with watch:
+            request = threads or ThreadRequest()
+            with ThreadSizer(request.threads, request.concurrent) as sizer:
+                scoring = Scoring(show_progress, sizer, lines, site, watch, events)
+                report = _evaluate(resolved, run_id, started_at, events, scoring)
+            report["meta"]["labels"] = dict(labels or {})
+            report["meta"]["timings"]["events_mirror_s"] = round(mirror_s[0], 4)
+            watch.interruptible = False  # committing: a SIGTERM from here on lets the commit finish
+            report_path = run_dir / REPORT_FILE
+            write_json_atomic(report_path, report)
+            events.emit("finalize", "report_written", run_dir=site.final_location())
+            committed = site.commit(run_dir)
+    except RunKilledError as exc:
+        _emit_end(events, "killed", f"{exc}; no report written")
+        raise
+    except AlreadyCommittedError:
+        raise  # this try's staging is gone with its events; the committed run has its own
     except InvarlockError as exc:
-        events.emit("error", "run_failed", level="error", error=type(exc).__name__, message=str(exc))
+        _emit_end(events, "run_failed", str(exc), type(exc).__name__)
         raise
     except BaseException as exc:
-        events.emit("error", "run_crashed", level="error", error=type(exc).__name__, message=str(exc))
+        _emit_end(events, "run_crashed", str(exc), type(exc).__name__)
         raise
-    return RunResult(run_dir=run_dir, report_path=report_path, report=report)
+    final = Path(committed.run_dir) if "://" not in committed.run_dir else run_dir
+    return RunResult(run_dir=final, report_path=final / REPORT_FILE, report=report, committed=committed)
+
+
+def _emit_end(events: EventLog, event: str, message: str, error: str | None = None) -> None:
+    """The timeline's last event; a folder removed under the run (its staging) has no timeline left."""
+    with contextlib.suppress(OSError):
+        events.emit("error", event, level="error", error=error or event, message=message)
+
+
+@dataclass
+class Scoring:
+    """What scoring needs beyond the model and windows: the cores, the progress lines, where
+    checkpoints go, and the SIGTERM watch it checks between batches."""
+
+    show_progress: bool
+    sizer: ThreadSizer
+    lines: ProgressLines
+    site: RunSite
+    watch: TerminationWatch
+    events: EventLog
 
 
 @contextmanager
@@ -99,8 +146,7 @@ def _evaluate(
     run_id: str,
     started_at: datetime,
     events: EventLog,
-    show_progress: bool,
-    sizer: ThreadSizer,
+    scoring: Scoring,
 ) -> dict[str, Any]:
     """Timed phase by phase (meta.timings); the corpus is tokenized and windowed on a second thread
     while the model loads, so the first window is scored as soon as the guards have run."""
@@ -213,23 +259,31 @@ def _evaluate(
     scorer.batch_size = batch.batch_size
     timings["batch_probe_s"] = round(batch.probe_s, 4)
     total_windows = len(windows.preview) + len(windows.final)
-    with (
-        _progress_bar(total_windows, show_progress, sizer) as advance,
-        runtime.PeakMemory(device) as peak,
-        _timed(timings, "score_s"),
-    ):
-        preview = scorer.score(windows.preview, [f"preview/{i}" for i in windows.plan.preview_ids], advance)
-        final = scorer.score(windows.final, [f"final/{i}" for i in windows.plan.final_ids], advance)
+    key = _checkpoint_key(
+        runtime, evaluated_digest, tok_hash, windows, preset, dtype_name, input_device, scorer.plan
+    )  # fmt: skip
+    fixed = batch.method == "fixed"
+    resume = _find_resume(scoring, key, windows, scorer.batch_size, fixed) if scoring.site.resumable else None
+    if resume is not None:
+        scorer.batch_size = resume.batch_size  # the same batches as the try it resumes
+    with runtime.PeakMemory(device) as peak, _timed(timings, "score_s"):
+        preview, final, checkpointer = _score_splits(scorer, windows, preset.dataset.seq_len, scoring, key, resume)
+    timings["checkpoint_s"] = round(checkpointer.spent_s, 4)
+    timings["progress_s"] = round(scoring.lines.spent_s, 4)
     processed_tokens = total_windows * preset.dataset.seq_len
-    tokens_per_s = processed_tokens / timings["score_s"] if timings["score_s"] > 0 else None
+    reused = resume.windows if resume else 0
+    scored_tokens = (total_windows - reused) * preset.dataset.seq_len
+    tokens_per_s = scored_tokens / timings["score_s"] if timings["score_s"] > 0 and scored_tokens else None
     events.emit(
         "score",
         "windows_scored",
         windows=total_windows,
         tokens=processed_tokens,
         tokens_per_s=tokens_per_s,
+        windows_reused=reused,
         strategy=scorer.plan.strategy,
         batch_size=scorer.batch_size,
+        checkpoints=checkpointer.count,
         seconds=timings["score_s"],
     )
     timings["imports_total_s"] = round(timings["imports_s"] + timings["model_import_s"], 4)
@@ -279,7 +333,7 @@ def _evaluate(
             "host": {
                 "platform": platform.platform(),
                 "cpu_threads": _torch_threads(),
-                "threads": sizer.as_record(),
+                "threads": scoring.sizer.as_record(),
                 "cpu": cpu.as_record(),
                 "matmul_gflops": matmul_rates,
             },
@@ -290,6 +344,7 @@ def _evaluate(
                 "cpu_allocator_tuned": allocator_tuned,
             },
             "timings": timings,
+            "resumed_from": _resume_record(resume),
         },
         "data": {
             **corpus.source,
@@ -436,15 +491,107 @@ def _quiet_transformers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _checkpoint_key(
+    runtime: Any,
+    weights: str,
+    tokenizer: str,
+    windows: Any,
+    preset: Any,
+    dtype_name: str,
+    input_device: Any,
+    plan: Any,
+) -> dict[str, Any]:
+    """Everything that decides a window's NLL; a checkpoint is resumed only under an equal key."""
+    return {
+        "weights_digest": weights,
+        "tokenizer_hash": tokenizer,
+        "windows_digest": windows.windows_digest,
+        "windows": [len(windows.preview), len(windows.final)],
+        "seq_len": preset.dataset.seq_len,
+        "dtype": dtype_name,
+        "device_class": runtime.device_class(input_device),
+        "strategy": plan.strategy,
+        "head_chunk_tokens": plan.head_chunk_tokens,
+        "versions": _versions(),
+    }
+
+
+def _find_resume(scoring: Scoring, key: dict[str, Any], windows: Any, batch_size: int, fixed: bool) -> Any:
+    from invarlock_provider.evaluation.checkpoint import choose_resume
+
+    def discarded(where: str, reason: str) -> None:
+        scoring.events.emit("score", "checkpoint_discarded", level="warning", checkpoint=where, reason=reason)
+
+    counts = {"preview": len(windows.preview), "final": len(windows.final)}
+    resume = choose_resume(scoring.site.checkpoints(), key, counts, batch_size, fixed, discarded)
+    if resume is not None:
+        scoring.events.emit(
+            "score", "resumed", checkpoint=resume.where, resumed_from=resume.run_id, windows_reused=resume.windows
+        )
+    return resume
+
+
+def _resume_record(resume: Any) -> dict[str, Any] | None:
+    if resume is None:
+        return None
+    return {
+        "run_id": resume.run_id,
+        "checkpoint": resume.where,
+        "windows_reused": {split: len(values) for split, values in resume.logloss.items()},
+    }
+
+
+def _score_splits(
+    scorer: Any, windows: Any, seq_len: int, scoring: Scoring, key: dict[str, Any], resume: Any
+) -> tuple[Any, Any, Any]:
+    """Preview, then final, each batched from its first window; windows a checkpoint already holds
+    are taken from it, and the rest is checkpointed as it is scored."""
+    from invarlock_provider.evaluation.checkpoint import Checkpointer, checkpoint_interval
+    from invarlock_provider.evaluation.scoring import WindowScores
+
+    plan = windows.plan
+    splits = (("preview", windows.preview, plan.preview_ids), ("final", windows.final, plan.final_ids))
+    logloss: dict[str, list[float]] = {split: list(resume.logloss[split]) if resume else [] for split, _, _ in splits}
+    total = len(windows.preview) + len(windows.final)
+    checkpointer = Checkpointer(
+        scoring.site.save_checkpoint,
+        scoring.events.run_id,
+        key,
+        scorer.batch_size,
+        checkpoint_interval(),
+        lambda done: scoring.events.emit("score", "checkpoint_saved", windows=done, of=total),
+    )
+    scoring.lines.start_scoring(total, seq_len - 1, resume.windows if resume else 0)
+    results = []
+    with _progress_bar(total, scoring.show_progress, resume.windows if resume else 0) as bar:
+        for split, data, ids in splits:
+            done = logloss[split]
+
+            def on_batch(losses: list[float], done: list[float] = done) -> None:
+                done.extend(losses)
+                bar(len(losses))
+                scoring.lines.advance(len(losses))
+                scoring.sizer.resize()
+                scoring.watch.check()
+                if scoring.site.resumable:
+                    checkpointer.maybe_save(logloss)
+
+            if len(done) < len(data):
+                labels = [f"{split}/{i}" for i in ids]
+                scorer.score(data[len(done) :], labels[len(done) :], on_batch)
+                if scoring.site.resumable:
+                    checkpointer.maybe_save(logloss, force=True)
+            scores = WindowScores(logloss=list(done), token_counts=[seq_len - 1] * len(data))
+            if split == "preview":
+                scoring.lines.preview_ppl = _perplexity(scores.logloss, scores.token_counts)
+            results.append(scores)
+    return results[0], results[1], checkpointer
+
+
 @contextmanager
-def _progress_bar(total: int, enabled: bool, sizer: ThreadSizer) -> Iterator[Any]:
-    """Advances the bar after each batch, and shares the cores out again for the next one."""
+def _progress_bar(total: int, enabled: bool, initial: int) -> Iterator[Any]:
+    """The bar a terminal shows; without one, the progress lines say the same."""
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="win", desc="scoring", disable=not enabled, file=sys.stderr) as bar:
-
-        def advance(windows: int) -> None:
-            bar.update(windows)
-            sizer.resize()
-
-        yield advance
+    with tqdm(total=total, initial=initial, unit="win", desc="scoring", disable=not enabled, file=sys.stderr) as bar:
+        yield bar.update

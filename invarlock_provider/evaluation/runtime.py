@@ -224,3 +224,17 @@ def slow_bf16_warning(rates: dict[str, float], cpu: CpuProfile) -> str | None:
         f"{rates['bfloat16']:.1f} GFLOP/s against {rates['float32']:.1f} for float32; "
         "expect a much slower run, or use --dtype float32"
     )
+
+
+def device_class(device: Any) -> str:
+    """The kind of processor that computes a run's numbers (CPU model and vector extensions, GPU
+    name): kernels differ between kinds in rounding, so a checkpoint made on another is not resumed."""
+    import torch
+
+    kind = torch.device(device)
+    if kind.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(kind)}"
+    if kind.type == "cpu":
+        cpu = cpu_profile()
+        return f"cpu:{cpu.model} [{' '.join(cpu.vector_extensions)}]"
+    return kind.type

@@ -138,9 +138,10 @@ class WindowScorer:
         self,
         windows: Any,
         labels: Sequence[str],
-        progress: Callable[[int], None] | None = None,
+        on_batch: Callable[[list[float]], None] | None = None,
     ) -> WindowScores:
-        """Mean NLL per window (over its seq_len - 1 predicted tokens) and the token counts."""
+        """Mean NLL per window (over its seq_len - 1 predicted tokens) and the token counts;
+        ``on_batch`` sees each batch's values as soon as they are known (progress, checkpoints)."""
         import torch
 
         ids = torch.as_tensor(windows, dtype=torch.long)
@@ -159,8 +160,8 @@ class WindowScorer:
                             "the model produced NaN/inf logits, aborting without a report"
                         )
                 losses.extend(means)
-                if progress is not None:
-                    progress(len(batch))
+                if on_batch is not None:
+                    on_batch(means)
         return WindowScores(logloss=losses, token_counts=[ids.shape[1] - 1] * len(ids))
 
     def probe(self, windows: Any) -> None:

@@ -30,7 +30,14 @@ from typing import Any
 
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import sha256_bytes, sha256_file
-from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN, TIMESTAMP_FORMAT, run_dir_sort_key
+from invarlock_provider.layout import (
+    EVENTS_FILE,
+    REPORT_FILE,
+    RUN_DIR_PATTERN,
+    TIMESTAMP_FORMAT,
+    AlreadyCommittedError,
+    run_dir_sort_key,
+)
 from invarlock_provider.reporting.evaluation import EVALUATION_FILE, PINNED_DIR
 from invarlock_provider.storage.objectstore import ObjectChangedError, ObjectExistsError, ObjectLock, ObjectStore
 from invarlock_provider.storage.uri import StoreURI, join_key, parse_store_uri
@@ -161,7 +168,7 @@ def upload_run(folder: RemoteFolder, run_dir: Path) -> StoredRun:
     try:
         store.put_file(join_key(target.key, REPORT_FILE), report, digest, if_absent=True)
     except ObjectExistsError:
-        raise InvarlockError(
+        raise AlreadyCommittedError(
             f"{target.uri}: another try of this run already committed its report.json (a late upload of an "
             "earlier try?); this try's upload was abandoned and the other try's run is kept"
         ) from None

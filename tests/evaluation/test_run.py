@@ -186,15 +186,16 @@ def test_console_script_exit_code_and_one_line_error(tmp_path: Path) -> None:
 # --- bad input: one clear line, non-zero exit, no report.json anywhere -------------------------------
 
 
-def assert_refused(out: Path, args: list[str], pattern: str, code: int = 2) -> str:
+def assert_refused(out: Path, args: list[str], pattern: str, code: int = 2, loaded: bool = False) -> str:
+    """One ``error:`` line; a run refused after its model loaded has said how far it got before it."""
     exit_code, _, stderr = invoke(*args, "--out", str(out))
     assert exit_code == code, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert re.search(pattern, lines[0]), lines[0]
+    *progress, last = stderr.strip().splitlines()
+    assert bool(progress) == loaded and all(line.startswith("invarlock run: [") for line in progress), stderr
+    assert re.search(pattern, last), last
     if out.parent.is_dir():
         assert not list(out.parent.rglob("report.json"))
-    return lines[0]
+    return last
 
 
 def test_malformed_yaml_is_refused(tmp_path: Path) -> None:
@@ -243,6 +244,7 @@ def test_short_corpus_says_how_many_windows_fit(tmp_path: Path, write_preset) ->
         ["-c", str(preset)],
         r"corpus too short: \d+ tokens fit \d+ windows of 128 tokens \(stride 128\), but preview_n \+ "
         r"final_n = 400 were requested",
+        loaded=True,
     )
 
 
@@ -286,6 +288,7 @@ def test_nan_logits_abort_naming_the_window(tmp_path: Path, tiny_model_dir: Path
         [*DEV, "--model", str(model_dir)],
         r"non-finite loss \((nan|inf)\) in window preview/\d+; .*aborting without a report",
         code=3,
+        loaded=True,
     )
     assert "preview/" in line
     events = run_events(out)
@@ -305,6 +308,7 @@ def test_nan_weight_fails_invariants_before_scoring(tmp_path: Path, tiny_model_d
         r"^error: invariants guard failed before scoring: non-finite values in transformer\.h\.1\.mlp\.c_fc\.weight "
         r"\(1 nan, 0 inf\); aborting without a report$",
         code=3,
+        loaded=True,
     )
     events = run_events(out)
     phases = [e["phase"] for e in events]

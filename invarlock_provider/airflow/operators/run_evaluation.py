@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,9 @@ from invarlock_provider.airflow.operators._common import LineageOnComplete, join
 
 if TYPE_CHECKING:
     from invarlock_provider.reporting.lineage import Lineage
+
+
+SCRATCH_PREFIXES = ("invarlock-evaluate-", "invarlock-run-")
 
 
 def airflow_run_dir_name(context: Any) -> str:
@@ -66,6 +67,7 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         threads: int | str | None = None,
         concurrent: int | None = None,
         in_subprocess: bool = True,
+        kill_grace_s: float = 15.0,
         conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -86,6 +88,8 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         self.threads = threads
         self.concurrent = concurrent
         self.in_subprocess = in_subprocess
+        self.kill_grace_s = kill_grace_s
+        self._process: Any = None
 
     def _arguments(self, out: str, run_dir_name: str, context: Any) -> list[str]:
         args = ["run", "--json", "--no-progress", "--out", out, "--run-dir-name", run_dir_name]
@@ -117,52 +121,75 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         return args
 
     def execute(self, context: Any) -> dict[str, Any]:
-        import tempfile
+        from invarlock_provider.scratch import owned_temporary_directory, remove_dead_scratch
 
-        from invarlock_provider.airflow.hooks import EvidenceStoreHook
-        from invarlock_provider.errors import InvarlockError
-        from invarlock_provider.storage.workstore import RemoteFolder
-
-        hook = EvidenceStoreHook(self.conn_id or None)
+        for folder in remove_dead_scratch(SCRATCH_PREFIXES):
+            self.log.info("Removed the scratch folder of a try that died: %s", folder)
         out = join(self.output_root, self.run_name)
         run_dir_name = airflow_run_dir_name(context)
-        try:
-            location = hook.work_location(out)
-            if isinstance(location, RemoteFolder):
-                finished = _own_stored_run(location.child(run_dir_name), context["ti"].run_id, self.log)
-                environment = hook.environment()  # the subprocess reaches the store as this task does
-            else:
-                finished = _own_local_run(location / run_dir_name, context["ti"].run_id, self.log)
-                environment = {}
-        except InvarlockError as exc:
-            raise task_failure(exc, self.conn_id) from None
+        finished, environment = self._committed_run(out, run_dir_name, context)
         if finished is not None:
             self._lineage = _run_lineage(finished)
             return finished
         args = self._arguments(out, run_dir_name, context)
-        with tempfile.TemporaryDirectory(prefix="invarlock-evaluate-") as scratch:
+        with owned_temporary_directory("invarlock-evaluate-") as scratch:
             # The run's scratch (a store run scores here before its upload) ends with the task.
-            env = {**os.environ, **environment, "TMPDIR": scratch}
-            summary = self._run_subprocess(args, env) if self.in_subprocess else self._run_in_process(args, env)
+            env = {**os.environ, **environment, "TMPDIR": str(scratch)}
+            try:
+                summary = self._run_subprocess(args, env) if self.in_subprocess else self._run_in_process(args, env)
+            except Exception:
+                # An earlier try of this DAG run (one whose runner died) may have committed meanwhile:
+                # its complete run is this task's result, and this try's run was discarded.
+                finished, _ = self._committed_run(out, run_dir_name, context)
+                if finished is None:
+                    raise
+                self.log.info("An earlier try of this DAG run committed %s; using it", finished["run_dir"])
+                self._lineage = _run_lineage(finished)
+                return finished
         if not summary["report"].startswith("s3://"):
             summary = {**summary, "report": Path(summary["report"]).resolve().as_uri()}
             summary["run_dir"] = Path(summary["run_dir"]).resolve().as_uri()
         self._lineage = _run_lineage(summary)
         return {**summary, "reused": False, "link": summary["report"]}
 
+    def _committed_run(self, out: str, run_dir_name: str, context: Any) -> tuple[dict[str, Any] | None, dict]:
+        """This DAG run's committed run (to reuse), and the environment the subprocess needs."""
+        from invarlock_provider.airflow.hooks import EvidenceStoreHook
+        from invarlock_provider.errors import InvarlockError
+        from invarlock_provider.storage.workstore import RemoteFolder
+
+        hook = EvidenceStoreHook(self.conn_id or None)
+        try:
+            location = hook.work_location(out)
+            if isinstance(location, RemoteFolder):
+                finished = _own_stored_run(location.child(run_dir_name), context["ti"].run_id, self.log)
+                return finished, hook.environment()  # the subprocess reaches the store as this task does
+            return _own_local_run(location / run_dir_name, context["ti"].run_id, self.log), {}
+        except InvarlockError as exc:
+            raise task_failure(exc, self.conn_id) from None
+
     def _run_subprocess(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
 
-        command = [sys.executable, "-m", "invarlock_provider.cli", *args]
-        self.log.info("Running %s", " ".join(command))
-        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-        for line in result.stderr.strip().splitlines()[-20:]:
-            self.log.info("invarlock: %s", line)
-        if result.returncode != 0:
-            last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output"
+        from invarlock_provider.airflow.operators.subprocess_runner import CliProcess
+
+        self._process = CliProcess(args, env, self.log, self.kill_grace_s)
+        try:
+            finished = self._process.run()
+        finally:
+            self._process = None
+        if finished.returncode != 0:
+            last = finished.tail[-1] if finished.tail else "no output"
             suffix = f" (connection {self.conn_id!r})" if self.conn_id and "s3://" in last else ""
-            raise AirflowException(f"invarlock run failed (exit {result.returncode}): {last}{suffix}")
-        return json.loads(result.stdout.strip().splitlines()[-1])
+            raise AirflowException(f"invarlock run failed (exit {finished.returncode}): {last}{suffix}")
+        return json.loads(finished.stdout.strip().splitlines()[-1])
+
+    def on_kill(self) -> None:
+        """Airflow's SIGTERM to this task: stop the evaluation's process group (SIGTERM, then
+        SIGKILL after ``kill_grace_s``); the run ends with a ``killed`` event and no report."""
+        process = getattr(self, "_process", None)
+        if process is not None:
+            process.terminate()
 
     def _run_in_process(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
         from click.testing import CliRunner
@@ -219,9 +246,12 @@ def _own_local_run(run_dir: Path, airflow_run_id: str, log: Any) -> dict[str, An
 
 def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, Any] | None:
     """The same for a run folder in a work store: a complete run (report.json and events.jsonl)
-    of this DAG run is reused; anything less that is there is deleted, so the run starts clean."""
+    of this DAG run is reused. A report.json without events is a commit cut off before its
+    second write: completed from the committer's staged events. Anything else there (left by a
+    version that wrote the folder in place) is deleted, so the run starts clean."""
     from invarlock_provider.fileio import sha256_bytes
     from invarlock_provider.layout import summarize_run
+    from invarlock_provider.storage.run_sites import complete_stored_run
     from invarlock_provider.storage.workstore import is_complete, publish_latest
 
     store = run_dir.store
@@ -232,7 +262,10 @@ def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, An
         owner = json.loads(raw).get("meta", {}).get("labels", {}).get("airflow_run_id")
         if owner != airflow_run_id:
             raise _not_ours(run_dir.uri, owner, airflow_run_id)
-        if is_complete(present, run_dir.key):
+        completed = not is_complete(present, run_dir.key) and complete_stored_run(run_dir, raw)
+        if completed:
+            log.info("Completed the commit of %s from its committer's staged events", run_dir.uri)
+        if completed or is_complete(present, run_dir.key):
             log.info("Reusing this DAG run's finished evaluation %s", run_dir.uri)
             publish_latest(run_dir.parent)  # a try killed before it moved latest.json left it behind
             report_uri = run_dir.child("report.json").uri
