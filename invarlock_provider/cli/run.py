@@ -147,7 +147,7 @@ def run_command(
     from invarlock_provider.evaluation.termination import die_with_parent
     from invarlock_provider.evaluation.threads import thread_request
     from invarlock_provider.layout import summarize_run
-    from invarlock_provider.storage.run_sites import LocalTrySite, PlainSite, check_run_dir_name
+    from invarlock_provider.run_sites import LocalTrySite, PlainSite, check_run_dir_name
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
     die_with_parent()  # started by an operator: never outlive it
@@ -221,7 +221,7 @@ def _run_into_store(
     from invarlock_provider.evaluation.run import execute_run
     from invarlock_provider.layout import summarize_run
     from invarlock_provider.scratch import owned_temporary_directory, remove_dead_scratch
-    from invarlock_provider.storage.run_sites import StoreTrySite
+    from invarlock_provider.storage.store_tries import StoreTrySite
     from invarlock_provider.storage.stores import check_store
     from invarlock_provider.storage.workstore import new_run_dir_name
 

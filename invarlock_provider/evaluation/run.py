@@ -35,7 +35,7 @@ from invarlock_provider.evaluation.termination import RunKilledError, Terminatio
 from invarlock_provider.evaluation.threads import ThreadRequest, ThreadSizer
 from invarlock_provider.fileio import write_json_atomic
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, AlreadyCommittedError
-from invarlock_provider.storage.run_sites import Committed, PlainSite, RunSite
+from invarlock_provider.run_sites import Committed, PlainSite, RunSite
 
 SCHEMA_VERSION = "invarlock.report/1"
 ADAPTER = "hf_causal"
@@ -342,6 +342,7 @@ def _evaluate(
                 "input_device": input_device,
                 "batch": batch.as_record(),
                 "cpu_allocator_tuned": allocator_tuned,
+                "checkpoints": checkpointer.count,
             },
             "timings": timings,
             "resumed_from": _resume_record(resume),

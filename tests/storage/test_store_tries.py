@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from invarlock_provider.layout import AlreadyCommittedError
-from invarlock_provider.storage.run_sites import StoreTrySite, complete_stored_run
 from invarlock_provider.storage.s3 import S3Settings, S3Store
+from invarlock_provider.storage.store_tries import StoreTrySite, complete_stored_run
 from invarlock_provider.storage.uri import StoreURI
 from invarlock_provider.storage.workstore import RemoteFolder, put_bytes, read_latest
 from tests.storage.seaweed import SeaweedServer

@@ -251,7 +251,7 @@ def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, An
     version that wrote the folder in place) is deleted, so the run starts clean."""
     from invarlock_provider.fileio import sha256_bytes
     from invarlock_provider.layout import summarize_run
-    from invarlock_provider.storage.run_sites import complete_stored_run
+    from invarlock_provider.storage.store_tries import complete_stored_run
     from invarlock_provider.storage.workstore import is_complete, publish_latest
 
     store = run_dir.store

@@ -1,4 +1,5 @@
-"""Where a run is written while it works, and how it becomes a run others may read.
+"""Where a run is written while it works, and how it becomes a run others may read (the local
+folders here; a work store's tries are ``storage/store_tries.py``).
 
 A run folder name chosen by an orchestrator (``--run-dir-name``) is shared by every try of one
 task in one DAG run, and a try whose runner died may still be running. So no try writes under
@@ -24,20 +25,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import posixpath
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from invarlock_provider.errors import BadInputError, InvarlockError
+from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_file, write_bytes_atomic
 from invarlock_provider.layout import (
-    EVENTS_FILE,
     REPORT_FILE,
     RUN_DIR_PATTERN,
     AlreadyCommittedError,
@@ -191,7 +189,6 @@ class LocalTrySite:
                 continue
             yield str(path), path.read_bytes()
 
-
     def _tidy(self) -> None:
         """Remove the staging of tries whose process has ended (a live stale try keeps its own, and
         finds the run committed when it tries to commit), then the folders left empty."""
@@ -205,114 +202,3 @@ class LocalTrySite:
 def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()
-
-
-class StoreTrySite:
-    """A run into a work store: scored in local scratch, mirrored and checkpointed to its staging
-    prefix, committed by the create-only upload of report.json."""
-
-    resumable = True
-
-    def __init__(self, folder: object, run_dir_name: str, scratch: Path) -> None:
-        from invarlock_provider.storage.workstore import RemoteFolder
-
-        assert isinstance(folder, RemoteFolder)
-        self.folder = folder
-        self.run_dir_name: str | None = check_run_dir_name(run_dir_name)
-        self.scratch = scratch
-        self.tries = folder.child(TRIES_DIR, run_dir_name)
-        self.run_id = ""
-        self.mirror_failed = False
-
-    def prepare(self, now: datetime) -> tuple[Path, str]:
-        self.run_id = new_run_id(self.folder.name, str(self.run_dir_name))
-        return create_run_dir(self.scratch / self.folder.name, now, self.run_dir_name), self.run_id
-
-    def final_location(self) -> str:
-        return self.folder.child(str(self.run_dir_name)).uri
-
-    def _staged(self, name: str) -> str:
-        return self.tries.child(self.run_id, name).key
-
-    def commit(self, run_dir: Path) -> Committed:
-        from invarlock_provider.storage.workstore import upload_run
-
-        started = time.perf_counter()
-        store = self.folder.store
-        events = run_dir / EVENTS_FILE
-        store.put_file(self._staged(EVENTS_FILE), events, sha256_file(events))  # what completes a cut-off commit
-        try:
-            stored = upload_run(self.folder, run_dir)
-        except AlreadyCommittedError:
-            clear_stored_tries(self.tries.child(self.run_id))  # the loser's staging is nobody's now
-            raise
-        clear_stored_tries(self.tries)
-        return Committed(stored.run_dir, stored.report, stored.report_sha256, time.perf_counter() - started)
-
-    def mirror_events(self, events: Path) -> None:
-        """The in-progress copy that pages and operators follow; a failed copy never stops a run."""
-        try:
-            self.folder.store.put_file(self._staged(EVENTS_FILE), events, sha256_file(events))
-        except (InvarlockError, OSError):
-            self.mirror_failed = True
-
-    def save_checkpoint(self, data: bytes) -> None:
-        from invarlock_provider.storage.workstore import put_bytes
-
-        put_bytes(self.folder.store, self._staged(CHECKPOINT_FILE), data)
-
-    def checkpoints(self) -> Iterator[tuple[str, bytes]]:
-        store = self.folder.store
-        for info in store.list(self.tries.key):
-            parts = info.key[len(self.tries.key) + 1 :].split("/")
-            if len(parts) != 2 or parts[1] != CHECKPOINT_FILE or parts[0] == self.run_id:
-                continue
-            where = store.uri.locate(info.key)
-            yield where, (store.read_bytes(info.key) if info.size <= MAX_CHECKPOINT_BYTES else b"")
-
-
-def clear_stored_tries(tries: object) -> None:
-    """Remove a committed run's staging prefix (every try's); what is left is only clutter."""
-    from invarlock_provider.storage.workstore import RemoteFolder
-
-    assert isinstance(tries, RemoteFolder)
-    keys = [info.key for info in tries.store.list(tries.key)]
-    if keys:
-        tries.store.delete(keys)
-
-
-def complete_stored_run(run_folder: object, report_bytes: bytes) -> bool:
-    """Finish a commit whose committer died after report.json: its staged final events become the
-    run's events.jsonl (create-only). False when no staged events of that run id are there."""
-    import json
-
-    from invarlock_provider.storage.objectstore import ObjectExistsError
-    from invarlock_provider.storage.workstore import RemoteFolder, publish_latest
-    from invarlock_provider.strict_json import loads_object
-
-    assert isinstance(run_folder, RemoteFolder)
-    store = run_folder.store
-    run_id = loads_object(report_bytes, run_folder.child(REPORT_FILE).uri).get("run_id")
-    if not isinstance(run_id, str) or "/" in run_id:
-        return False
-    tries = run_folder.parent.child(TRIES_DIR, run_folder.name)
-    staged_key = tries.child(run_id, EVENTS_FILE).key
-    info = store.head(staged_key)
-    if info is None or info.size > MAX_EVENTS_BYTES:
-        return False
-    staged = store.read_bytes(staged_key)
-    lines = staged.decode("utf-8", errors="replace").splitlines()
-    try:
-        records = [json.loads(line) for line in lines]
-    except ValueError:
-        return False
-    if not records or any(r.get("run_id") != run_id for r in records) or records[-1].get("phase") != "finalize":
-        return False
-    from invarlock_provider.storage.workstore import put_bytes
-
-    # Completed meanwhile by another reader: the same bytes, from the same staged copy.
-    with contextlib.suppress(ObjectExistsError):
-        put_bytes(store, posixpath.join(run_folder.key, EVENTS_FILE), staged, if_absent=True)
-    clear_stored_tries(tries)
-    publish_latest(run_folder.parent)
-    return True
