@@ -176,7 +176,11 @@ class LocalTrySite:
         """Staged locally: the events are followed at their staged path."""
 
     def save_checkpoint(self, data: bytes) -> None:
-        write_bytes_atomic(self.tries / self.run_id / CHECKPOINT_FILE, data)
+        path = self.tries / self.run_id / CHECKPOINT_FILE
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
     def checkpoints(self) -> Iterator[tuple[str, bytes]]:
         if not self.tries.is_dir():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from invarlock_provider.errors import BadInputError
+from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import canonical_json, sha256_bytes
 from invarlock_provider.strict_json import expect, expect_digest, loads_object
 
@@ -146,7 +146,9 @@ def choose_resume(
 
 class Checkpointer:
     """Saves the windows scored so far every ``interval_s`` of scoring (and at each split's end);
-    ``spent_s`` is the time saving took, which the run records beside its scoring time."""
+    ``spent_s`` is the time saving took, which the run records beside its scoring time. A save that
+    fails (a full scratch, a store that is briefly unreachable) is reported to ``failed`` and the
+    run goes on: a checkpoint only shortens a retry, and the next one may succeed."""
 
     def __init__(
         self,
@@ -156,6 +158,7 @@ class Checkpointer:
         batch_size: int,
         interval_s: float,
         saved: Callable[[int], None],
+        failed: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.save = save
@@ -164,6 +167,7 @@ class Checkpointer:
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.saved = saved
+        self.failed = failed
         self.clock = clock
         self.spent_s = 0.0
         self.count = 0
@@ -176,7 +180,13 @@ class Checkpointer:
         if windows == self._saved_windows or (not force and now - self._last < self.interval_s):
             return
         begin = time.perf_counter()
-        self.save(encode(self.run_id, self.key, self.batch_size, logloss))
+        try:
+            self.save(encode(self.run_id, self.key, self.batch_size, logloss))
+        except (OSError, InvarlockError) as exc:
+            self.spent_s += time.perf_counter() - begin
+            self._last = self.clock()
+            self.failed(f"{getattr(exc, 'filename', None) or 'checkpoint'}: {getattr(exc, 'strerror', None) or exc}")
+            return
         self.spent_s += time.perf_counter() - begin
         self.count += 1
         self._last = self.clock()

@@ -1,7 +1,7 @@
 """One evaluation run: load, edit, window, score, and write report.json + events.jsonl.
 
 The report is written last and atomically, and the run is committed by its site (see
-``storage/run_sites.py``) only after that; only then does ``runs/<name>/report.json`` move to it.
+``run_sites.py``) only after that; only then does ``runs/<name>/report.json`` move to it.
 A run that fails at any step, or is killed by SIGTERM, leaves its events (ending in an ``error``
 event: ``run_failed``, ``run_crashed`` or ``killed``) but no report, so nothing half-done can be
 mistaken for evidence. Scored windows are checkpointed to the site, and a later try of the same
@@ -106,6 +106,10 @@ def execute_run(
     except InvarlockError as exc:
         _emit_end(events, "run_failed", str(exc), type(exc).__name__)
         raise
+    except OSError as exc:  # a full or read-only run folder or scratch: one line, not a traceback
+        failure = InvarlockError(f"{exc.filename or run_dir}: {exc.strerror or exc}; no report written")
+        _emit_end(events, "run_failed", str(failure), type(exc).__name__)
+        raise failure from None
     except BaseException as exc:
         _emit_end(events, "run_crashed", str(exc), type(exc).__name__)
         raise
@@ -117,6 +121,11 @@ def _emit_end(events: EventLog, event: str, message: str, error: str | None = No
     """The timeline's last event; a folder removed under the run (its staging) has no timeline left."""
     with contextlib.suppress(OSError):
         events.emit("error", event, level="error", error=error or event, message=message)
+
+
+def _emit_warning(events: EventLog, event: str, reason: str) -> None:
+    with contextlib.suppress(OSError):
+        events.emit("score", event, level="warning", reason=reason)
 
 
 @dataclass
@@ -561,6 +570,7 @@ def _score_splits(
         scorer.batch_size,
         checkpoint_interval(),
         lambda done: scoring.events.emit("score", "checkpoint_saved", windows=done, of=total),
+        lambda reason: _emit_warning(scoring.events, "checkpoint_failed", reason),
     )
     scoring.lines.start_scoring(total, seq_len - 1, resume.windows if resume else 0)
     results = []

@@ -93,7 +93,9 @@ def test_checkpoints_are_saved_at_the_interval_and_at_split_ends() -> None:
     now = [0.0]
     written: list[bytes] = []
     counts: list[int] = []
-    checkpointer = Checkpointer(written.append, "r", KEY, 2, 10.0, counts.append, clock=lambda: now[0])
+    checkpointer = Checkpointer(
+        written.append, "r", KEY, 2, 10.0, counts.append, lambda reason: None, clock=lambda: now[0]
+    )
     losses: dict[str, list[float]] = {"preview": [], "final": []}
     for second in range(1, 26):
         now[0] = float(second)
@@ -103,3 +105,13 @@ def test_checkpoints_are_saved_at_the_interval_and_at_split_ends() -> None:
     checkpointer.maybe_save(losses, force=True)  # nothing new: not saved again
     assert counts == [10, 20, 25] and len(written) == 3
     assert decode(written[-1], "c", {"preview": 25, "final": 0}).logloss["preview"] == [1.0] * 25
+
+
+def test_a_failed_save_is_reported_and_scoring_goes_on() -> None:
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device", "/scratch/checkpoint.json")
+
+    failures: list[str] = []
+    checkpointer = Checkpointer(full, "r", KEY, 2, 0.0, lambda done: None, failures.append)
+    checkpointer.maybe_save({"preview": [1.0], "final": []}, force=True)
+    assert failures == ["/scratch/checkpoint.json: No space left on device"] and checkpointer.count == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,3 +185,21 @@ def test_a_dead_tries_staging_is_removed_by_the_commit(tmp_path: Path) -> None:
     live = LocalTrySite(tmp_path, RUN_DIR)
     live.commit(staged_run(live, "live"))
     assert not (tmp_path / TRIES_DIR).exists()
+
+
+@pytest.mark.slow
+def test_a_full_run_folder_is_one_line_and_no_report(tmp_path: Path) -> None:
+    """The run folder on a 12 KiB tmpfs of its own (a private mount namespace): the checkpoint that
+    does not fit is a warning, the report that does not fit is one `error:` line and exit 1."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the full folder is a tmpfs mounted in a private mount namespace")
+    small = tmp_path / "small"
+    small.mkdir()
+    run = " ".join(cli_command(small / "base", "--run-dir-name", RUN_DIR)).replace("release", "dev")
+    script = f"mount -t tmpfs -o size=12k tmpfs {small} && exec {run}"
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: .*/base/\.tries/.*: No space left on device; no report written", lines[-1]), lines
+    assert any(re.search(r"checkpoint_failed: reason .*checkpoint\.json: No space left on device", x) for x in lines)
+    assert "Traceback" not in result.stderr

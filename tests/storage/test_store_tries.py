@@ -4,6 +4,11 @@ they work, committed create-only, and a commit cut off between its two writes co
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +19,9 @@ from invarlock_provider.storage.s3 import S3Settings, S3Store
 from invarlock_provider.storage.store_tries import StoreTrySite, complete_stored_run
 from invarlock_provider.storage.uri import StoreURI
 from invarlock_provider.storage.workstore import RemoteFolder, put_bytes, read_latest
-from tests.storage.seaweed import SeaweedServer
+from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+
+REPO = Path(__file__).resolve().parents[2]
 
 RUN_DIR = "20261205_020000_07"
 
@@ -106,3 +113,68 @@ def test_staged_events_that_are_not_the_committers_complete_timeline_complete_no
     put_bytes(cut_off.folder.store, f"work/runs/base/{RUN_DIR}/report.json", report, if_absent=True)
     assert not complete_stored_run(cut_off.folder.child(RUN_DIR), report)
     assert keys(seaweed, bucket, f"work/runs/base/{RUN_DIR}/") == ["report.json"]
+
+
+def faults_env(seaweed: SeaweedServer, release: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": seaweed.endpoint,
+        "INVARLOCK_S3_PATH_STYLE": "1",
+        "INVARLOCK_FAULT_ACTION": "pause",
+        "INVARLOCK_FAULT_RELEASE": str(release),
+        **extra,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("released", ["within the grace period", "after the grace period"])
+def test_sigterm_during_the_upload_never_leaves_a_mixed_or_half_committed_run(
+    seaweed: SeaweedServer, bucket: str, tmp_path: Path, released: str
+) -> None:
+    """SIGTERM while the commit is held just before its create-only report.json: released in time,
+    the commit finishes (the run was already done); held past the grace period, the process exits
+    143 with a `killed` event in its staged timeline and nothing under the run's name, and running
+    the same command again resumes from the checkpoint into one complete run of one run id."""
+    release = tmp_path / "release"
+    command = [sys.executable, "-m", "tests.storage.faults", "run", "--profile", "dev", "--json", "--no-progress",
+               "--out", f"s3://{bucket}/work/runs/base", "--run-dir-name", RUN_DIR]  # fmt: skip
+    env = faults_env(
+        seaweed, release, INVARLOCK_FAULT_MATCH=f"put_file work/runs/base/{RUN_DIR}/report.json",
+        INVARLOCK_KILL_GRACE_S="1",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    waiting = Path(f"{release}.waiting")
+    deadline = time.monotonic() + 120
+    while not waiting.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert waiting.exists(), process.communicate()
+    process.send_signal(signal.SIGTERM)
+    run_key = f"work/runs/base/{RUN_DIR}/"
+    if released == "within the grace period":
+        release.touch()
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+    else:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 143, stderr
+        assert keys(seaweed, bucket, run_key) == []
+        staged = [k for k in keys(seaweed, bucket, "work/runs/base/.tries/") if k.endswith("events.jsonl")]
+        body = seaweed.client().get_object(Bucket=bucket, Key=f"work/runs/base/.tries/{staged[0]}")["Body"].read()
+        assert json.loads(body.decode().splitlines()[-1])["event"] == "killed"
+        rerun = subprocess.run(command, cwd=tmp_path, env=faults_env(seaweed, release), capture_output=True,
+                               text=True, check=False)  # fmt: skip
+        assert rerun.returncode == 0, rerun.stderr
+        assert "resuming at 64/64 windows from the checkpoint" in rerun.stderr
+    assert keys(seaweed, bucket, run_key) == ["events.jsonl", "report.json"]
+    client = seaweed.client()
+    report = json.loads(client.get_object(Bucket=bucket, Key=f"{run_key}report.json")["Body"].read())
+    events = client.get_object(Bucket=bucket, Key=f"{run_key}events.jsonl")["Body"].read().decode().splitlines()
+    assert {json.loads(line)["run_id"] for line in events} == {report["run_id"]}
+    assert json.loads(events[-1])["event"] == "report_written"
+    assert keys(seaweed, bucket, "work/runs/base/.tries/") == []
