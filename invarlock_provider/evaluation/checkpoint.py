@@ -12,7 +12,6 @@ same batches an uninterrupted run would and its per-window NLL is the same.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from invarlock_provider.errors import BadInputError, InvarlockError
+from invarlock_provider.evaluation.intervals import seconds_from_env
 from invarlock_provider.fileio import canonical_json, sha256_bytes
 from invarlock_provider.strict_json import expect, expect_digest, loads_object
 
@@ -31,14 +31,7 @@ MAX_CHECKPOINT_BYTES = 64 << 20
 
 def checkpoint_interval() -> float:
     """Seconds of scoring between checkpoints (``INVARLOCK_CHECKPOINT_INTERVAL_S``)."""
-    raw = os.environ.get("INVARLOCK_CHECKPOINT_INTERVAL_S", "")
-    try:
-        value = float(raw) if raw else DEFAULT_INTERVAL_S
-    except ValueError:
-        raise BadInputError(f"INVARLOCK_CHECKPOINT_INTERVAL_S: expected seconds, got {raw!r}") from None
-    if not value > 0:
-        raise BadInputError(f"INVARLOCK_CHECKPOINT_INTERVAL_S: expected seconds > 0, got {raw!r}")
-    return value
+    return seconds_from_env("INVARLOCK_CHECKPOINT_INTERVAL_S", DEFAULT_INTERVAL_S)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ and kept for years: one line per phase, then scoring lines at every 5% of the wi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
+
+from invarlock_provider.evaluation.intervals import seconds_from_env
 
 PREFIX = "invarlock run:"
 STEPS = 20  # a line at every 5% of the windows
@@ -22,12 +23,7 @@ MIN_GAP_S = 2.0
 
 def progress_interval() -> float:
     """Seconds between scoring lines when no 5% step is crossed (``INVARLOCK_PROGRESS_INTERVAL_S``)."""
-    raw = os.environ.get("INVARLOCK_PROGRESS_INTERVAL_S", "")
-    try:
-        value = float(raw) if raw else DEFAULT_INTERVAL_S
-    except ValueError:
-        value = DEFAULT_INTERVAL_S
-    return value if value > 0 else DEFAULT_INTERVAL_S
+    return seconds_from_env("INVARLOCK_PROGRESS_INTERVAL_S", DEFAULT_INTERVAL_S)
 
 
 def _short(value: str | int | float) -> str:

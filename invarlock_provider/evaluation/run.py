@@ -28,6 +28,7 @@ from typing import Any
 from invarlock_provider import __version__
 from invarlock_provider.config import ResolvedPreset, preset_snapshot
 from invarlock_provider.errors import EvaluationAbortedError, InvarlockError, require
+from invarlock_provider.evaluation.checkpoint import checkpoint_interval
 from invarlock_provider.evaluation.events import EventLog
 from invarlock_provider.evaluation.network import apply_network_policy
 from invarlock_provider.evaluation.progress import ProgressLines
@@ -63,6 +64,8 @@ def execute_run(
     for module in ("torch", "transformers"):
         require(module, "hf")
     site: RunSite = PlainSite(out) if isinstance(out, Path) else out
+    checkpoint_s = checkpoint_interval()  # a bad setting is refused before anything is written
+    watch = TerminationWatch(lambda: _emit_end(events, "killed", "did not stop within the grace period after SIGTERM"))
     started_at = now or datetime.now(UTC)
     run_dir, run_id = site.prepare(started_at)
     lines = progress_lines or ProgressLines(enabled=True)
@@ -84,12 +87,11 @@ def execute_run(
         pid=os.getpid(),
         run_dir=site.final_location(),
     )
-    watch = TerminationWatch(lambda: _emit_end(events, "killed", "did not stop within the grace period after SIGTERM"))
     try:
         with watch:
             request = threads or ThreadRequest()
             with ThreadSizer(request.threads, request.concurrent) as sizer:
-                scoring = Scoring(show_progress, sizer, lines, site, watch, events)
+                scoring = Scoring(show_progress, sizer, lines, site, watch, events, checkpoint_s)
                 report = _evaluate(resolved, run_id, started_at, events, scoring)
             report["meta"]["labels"] = dict(labels or {})
             report["meta"]["timings"]["events_mirror_s"] = round(mirror_s[0], 4)
@@ -139,6 +141,7 @@ class Scoring:
     site: RunSite
     watch: TerminationWatch
     events: EventLog
+    checkpoint_interval_s: float
 
 
 @contextmanager
@@ -556,7 +559,7 @@ def _score_splits(
 ) -> tuple[Any, Any, Any]:
     """Preview, then final, each batched from its first window; windows a checkpoint already holds
     are taken from it, and the rest is checkpointed as it is scored."""
-    from invarlock_provider.evaluation.checkpoint import Checkpointer, checkpoint_interval
+    from invarlock_provider.evaluation.checkpoint import Checkpointer
     from invarlock_provider.evaluation.scoring import WindowScores
 
     plan = windows.plan
@@ -568,7 +571,7 @@ def _score_splits(
         scoring.events.run_id,
         key,
         scorer.batch_size,
-        checkpoint_interval(),
+        scoring.checkpoint_interval_s,
         lambda done: scoring.events.emit("score", "checkpoint_saved", windows=done, of=total),
         lambda reason: _emit_warning(scoring.events, "checkpoint_failed", reason),
     )

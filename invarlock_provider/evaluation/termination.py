@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
 
+from invarlock_provider.evaluation.intervals import seconds_from_env
+
 PARENT_PID_ENV = "INVARLOCK_PARENT_PID"
 GRACE_ENV = "INVARLOCK_KILL_GRACE_S"
 DEFAULT_GRACE_S = 3.0
@@ -55,12 +57,7 @@ def die_with_parent() -> None:
 
 
 def grace_seconds() -> float:
-    raw = os.environ.get(GRACE_ENV, "")
-    try:
-        value = float(raw) if raw else DEFAULT_GRACE_S
-    except ValueError:
-        return DEFAULT_GRACE_S
-    return value if value > 0 else DEFAULT_GRACE_S
+    return seconds_from_env(GRACE_ENV, DEFAULT_GRACE_S)
 
 
 class TerminationWatch:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.airflow.celery_deployment import CeleryDeployment, deployment
 from tests.airflow.test_no_shared_disk import evaluation_process
+from tests.evaluation.test_run_lifecycle import gone
 from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
 
 DAG_ID = "long_eval"
@@ -211,20 +212,13 @@ def test_long_runs_show_progress_die_with_their_runner_resume_and_fence_stale_tr
                 -3000:
             ]
             stale_pid = airflow.xcom(DAG_ID, race, "stale_try")
-            wait(lambda pid=stale_pid: not Path(f"/proc/{pid}").exists() or _zombie(pid), 120, "the stale try to end")
+            wait(lambda pid=stale_pid: gone(pid), 120, "the stale try to end")
             report = one_complete_run(read())
             assert report["meta"]["labels"]["airflow_run_id"] == race
             log = airflow.task_log(DAG_ID, race, "evaluate", 1)
             print(
                 root, "evaluate reused the stale try's run" if "An earlier try" in log else "evaluate committed first"
             )
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 def local_files(airflow: CeleryDeployment, name: str) -> dict[str, bytes]:

@@ -203,3 +203,20 @@ def test_a_full_run_folder_is_one_line_and_no_report(tmp_path: Path) -> None:
     assert re.fullmatch(r"error: .*/base/\.tries/.*: No space left on device; no report written", lines[-1]), lines
     assert any(re.search(r"checkpoint_failed: reason .*checkpoint\.json: No space left on device", x) for x in lines)
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("INVARLOCK_CHECKPOINT_INTERVAL_S", "soon", "expected seconds, got 'soon'"),
+        ("INVARLOCK_PROGRESS_INTERVAL_S", "0", "expected seconds > 0, got '0'"),
+        ("INVARLOCK_KILL_GRACE_S", "-3", "expected seconds > 0, got '-3'"),
+    ],
+)
+def test_a_bad_interval_setting_is_one_line_before_anything_is_written(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    command = cli_command(tmp_path / "base", "--run-dir-name", RUN_DIR)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, variable: value}, check=False)
+    assert result.returncode == 2 and result.stderr == f"error: {variable}: {expected}\n"
+    assert not (tmp_path / "base").exists()
