@@ -28,6 +28,13 @@ class AlreadyCommittedError(InvarlockError):
     """Another try of an orchestrator-named run folder committed it first; this try's run was discarded."""
 
 
+def check_run_dir_name(name: str) -> str:
+    """An orchestrator's run folder name, which must read as the layout's timestamps do."""
+    if not RUN_DIR_PATTERN.match(name):
+        raise BadInputError(f"--run-dir-name {name!r}: expected YYYYmmdd_HHMMSS or YYYYmmdd_HHMMSS_NN")
+    return name
+
+
 def ensure_output_dir(out: Path) -> None:
     """``out`` exists and this process may create run folders in it."""
     try:
@@ -46,8 +53,7 @@ def create_run_dir(out: Path, now: datetime, name: str | None = None) -> Path:
     """
     ensure_output_dir(out)
     if name is not None:
-        if not RUN_DIR_PATTERN.match(name):
-            raise BadInputError(f"--run-dir-name {name!r}: expected YYYYmmdd_HHMMSS or YYYYmmdd_HHMMSS_NN")
+        check_run_dir_name(name)
         try:
             (out / name).mkdir()
         except FileExistsError:

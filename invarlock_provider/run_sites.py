@@ -37,8 +37,8 @@ from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_file, write_bytes_atomic
 from invarlock_provider.layout import (
     REPORT_FILE,
-    RUN_DIR_PATTERN,
     AlreadyCommittedError,
+    check_run_dir_name,
     create_run_dir,
     ensure_output_dir,
     publish_latest,
@@ -66,7 +66,6 @@ class RunSite(Protocol):
     """What a run needs from where it is written (see the module docstring). ``resumable``: a later
     try can share this run's folder name, so checkpoints are worth saving."""
 
-    run_dir_name: str | None
     resumable: bool
 
     def prepare(self, now: datetime) -> tuple[Path, str]:
@@ -95,12 +94,10 @@ class PlainSite:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.run_dir_name: str | None = None
         self._run_dir: Path | None = None
 
     def prepare(self, now: datetime) -> tuple[Path, str]:
         self._run_dir = create_run_dir(self.out, now)
-        self.run_dir_name = self._run_dir.name
         return self._run_dir, new_run_id(self.out.name, self._run_dir.name)
 
     def final_location(self) -> str:
@@ -121,12 +118,6 @@ class PlainSite:
         return iter(())
 
 
-def check_run_dir_name(name: str) -> str:
-    if not RUN_DIR_PATTERN.match(name):
-        raise BadInputError(f"--run-dir-name {name!r}: expected YYYYmmdd_HHMMSS or YYYYmmdd_HHMMSS_NN")
-    return name
-
-
 class LocalTrySite:
     """A local run folder named by an orchestrator: staged per try, committed by rename."""
 
@@ -134,19 +125,19 @@ class LocalTrySite:
 
     def __init__(self, out: Path, run_dir_name: str) -> None:
         self.out = out
-        self.run_dir_name: str | None = check_run_dir_name(run_dir_name)
+        self.run_dir_name = check_run_dir_name(run_dir_name)
         self.tries = out / TRIES_DIR / run_dir_name
         self.run_id = ""
 
     @property
     def final(self) -> Path:
-        return self.out / str(self.run_dir_name)
+        return self.out / self.run_dir_name
 
     def prepare(self, now: datetime) -> tuple[Path, str]:
         ensure_output_dir(self.out)
         if self.final.exists():
             raise BadInputError(f"run folder already exists: {self.final}")
-        self.run_id = new_run_id(self.out.name, str(self.run_dir_name))
+        self.run_id = new_run_id(self.out.name, self.run_dir_name)
         staged = self.tries / self.run_id / STAGED_RUN_DIR
         staged.mkdir(parents=True)
         claim(staged.parent)

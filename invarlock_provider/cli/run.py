@@ -146,8 +146,8 @@ def run_command(
     from invarlock_provider.evaluation.run import execute_run
     from invarlock_provider.evaluation.termination import die_with_parent
     from invarlock_provider.evaluation.threads import thread_request
-    from invarlock_provider.layout import summarize_run
-    from invarlock_provider.run_sites import LocalTrySite, PlainSite, check_run_dir_name
+    from invarlock_provider.layout import check_run_dir_name, summarize_run
+    from invarlock_provider.run_sites import LocalTrySite, PlainSite
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
     die_with_parent()  # started by an operator: never outlive it

@@ -14,14 +14,19 @@ from pathlib import Path
 
 from invarlock_provider.errors import InvarlockError
 from invarlock_provider.fileio import sha256_file
-from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, AlreadyCommittedError, create_run_dir
+from invarlock_provider.layout import (
+    EVENTS_FILE,
+    REPORT_FILE,
+    AlreadyCommittedError,
+    check_run_dir_name,
+    create_run_dir,
+)
 from invarlock_provider.run_sites import (
     CHECKPOINT_FILE,
     MAX_CHECKPOINT_BYTES,
     MAX_EVENTS_BYTES,
     TRIES_DIR,
     Committed,
-    check_run_dir_name,
     new_run_id,
 )
 from invarlock_provider.storage.objectstore import ObjectExistsError
@@ -37,18 +42,17 @@ class StoreTrySite:
 
     def __init__(self, folder: RemoteFolder, run_dir_name: str, scratch: Path) -> None:
         self.folder = folder
-        self.run_dir_name: str | None = check_run_dir_name(run_dir_name)
+        self.run_dir_name = check_run_dir_name(run_dir_name)
         self.scratch = scratch
         self.tries = folder.child(TRIES_DIR, run_dir_name)
         self.run_id = ""
-        self.mirror_failed = False
 
     def prepare(self, now: datetime) -> tuple[Path, str]:
-        self.run_id = new_run_id(self.folder.name, str(self.run_dir_name))
+        self.run_id = new_run_id(self.folder.name, self.run_dir_name)
         return create_run_dir(self.scratch / self.folder.name, now, self.run_dir_name), self.run_id
 
     def final_location(self) -> str:
-        return self.folder.child(str(self.run_dir_name)).uri
+        return self.folder.child(self.run_dir_name).uri
 
     def _staged(self, name: str) -> str:
         return self.tries.child(self.run_id, name).key
@@ -68,10 +72,8 @@ class StoreTrySite:
 
     def mirror_events(self, events: Path) -> None:
         """The in-progress copy that pages and operators follow; a failed copy never stops a run."""
-        try:
+        with contextlib.suppress(InvarlockError, OSError):  # the next event copies the whole timeline again
             self.folder.store.put_file(self._staged(EVENTS_FILE), events, sha256_file(events))
-        except (InvarlockError, OSError):
-            self.mirror_failed = True
 
     def save_checkpoint(self, data: bytes) -> None:
         put_bytes(self.folder.store, self._staged(CHECKPOINT_FILE), data)

@@ -36,6 +36,7 @@ from invarlock_provider.layout import (
     RUN_DIR_PATTERN,
     TIMESTAMP_FORMAT,
     AlreadyCommittedError,
+    check_run_dir_name,
     run_dir_sort_key,
 )
 from invarlock_provider.reporting.evaluation import EVALUATION_FILE, PINNED_DIR
@@ -146,8 +147,7 @@ def new_run_dir_name(folder: RemoteFolder, now: datetime, name: str | None) -> s
     """A timestamp folder that holds nothing yet; an orchestrator's chosen ``name`` must be unused."""
     taken = run_folders(folder)
     if name is not None:
-        if not RUN_DIR_PATTERN.match(name):
-            raise BadInputError(f"--run-dir-name {name!r}: expected YYYYmmdd_HHMMSS or YYYYmmdd_HHMMSS_NN")
+        check_run_dir_name(name)
         if name in taken:
             raise BadInputError(f"run folder already exists: {folder.child(name).uri}")
         return name

@@ -262,10 +262,11 @@ def _own_stored_run(run_dir: Any, airflow_run_id: str, log: Any) -> dict[str, An
         owner = json.loads(raw).get("meta", {}).get("labels", {}).get("airflow_run_id")
         if owner != airflow_run_id:
             raise _not_ours(run_dir.uri, owner, airflow_run_id)
-        completed = not is_complete(present, run_dir.key) and complete_stored_run(run_dir, raw)
-        if completed:
+        complete = is_complete(present, run_dir.key)
+        if not complete and complete_stored_run(run_dir, raw):
             log.info("Completed the commit of %s from its committer's staged events", run_dir.uri)
-        if completed or is_complete(present, run_dir.key):
+            complete = True
+        if complete:
             log.info("Reusing this DAG run's finished evaluation %s", run_dir.uri)
             publish_latest(run_dir.parent)  # a try killed before it moved latest.json left it behind
             report_uri = run_dir.child("report.json").uri
