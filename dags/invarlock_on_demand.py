@@ -43,7 +43,10 @@ with DAG(
             description="Baseline model: a local directory, a hub id or embedded:NAME.",
         ),
         "subject_model": Param(
-            "", type="string", description="Subject checkpoint; empty to evaluate the baseline with the edit."
+            None,
+            type=["null", "string"],
+            minLength=1,
+            description="Subject checkpoint; leave empty to evaluate the baseline with the edit.",
         ),
         "edit": Param(
             "quant8",
@@ -62,7 +65,10 @@ with DAG(
             description="s3://BUCKET/PREFIX or file:///PATH",
         ),
         "archive_conn_id": Param(
-            "", type="string", description="Airflow connection for S3; empty: the worker's AWS credential chain."
+            None,
+            type=["null", "string"],
+            minLength=1,
+            description="Airflow connection for S3; leave empty for the worker's AWS credential chain.",
         ),
     },
 ) as dag:
@@ -100,7 +106,7 @@ with DAG(
         task_id="archive",
         report_dir=report.output,
         target="{{ params.archive_target }}",
-        conn_id="{{ params.archive_conn_id }}",
+        conn_id="{{ params.archive_conn_id or '' }}",
         work_conn_id=WORK_CONN_ID,
         signing_conn_id=signing_conn_id(),
         outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare

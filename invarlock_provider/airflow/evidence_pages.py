@@ -1,19 +1,26 @@
-"""The Evidence pages' content: read from the store server side, rendered as script-free HTML.
+"""The Evidence pages' content: read from the store server side, rendered as HTML with no script of
+a bundle's in it (the only script is the UI shell's own, ``ui_shell``).
 
 A bundle's page is a banner (the server-side ``invarlock verify`` result, the verdict, ratio and
-CI, tier, the signature judged against the deployment's trusted keys, the bundle's files) over the
-report, drawn here from the *verified* evaluation JSON. The ``evaluation.html`` stored in a bundle
-is never the page: whoever can write to the bucket can write that file (and a manifest to match
-it), so it is only a download, as an attachment under a sandboxing CSP. Evidence that does not
-verify gets the banner with its failed checks and no report. A reports folder (``build_report``'s
-output, before it is archived) is fetched from the work store and shown the same way.
+CI, tier, the failed gates, the signature judged against the deployment's trusted keys), the way
+to take the evidence away (one zip, each file with its sha256, the fetch and verify commands) and
+the way back to the DAG run that produced it, over the report drawn from the *verified* evaluation
+JSON. The ``evaluation.html`` stored in a bundle is never the page: whoever can write to the bucket
+can write that file (and a manifest to match it), so it is only a download, as an attachment under
+a sandboxing CSP. Evidence that does not verify gets the banner with its failed checks and no
+report. A reports folder (``build_report``'s output, before it is archived) is fetched from the
+work store and shown the same way, unless a later run has rebuilt it: then the page shows this
+run's archived bundle, which never changes, or says where the evidence went.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import HTTPException
 from fastapi.responses import Response
@@ -26,49 +33,63 @@ from invarlock_provider.airflow.evidence_store import (
     served_stores,
     serving_store,
 )
+from invarlock_provider.airflow.ui_shell import Shell, esc
 
-RECENT_ROWS = 12  # bundles listed per report name on the Evidence page, newest first
-PAGE_CSS = """
-.invarlock-banner{font:14px/1.45 system-ui,sans-serif;background:#fff;border:1px solid #dde1e6;
-border-left:6px solid #2f855a;padding:10px 14px;margin:0 0 14px;color:#1d2330}
-.invarlock-banner[data-verdict=FAIL],.invarlock-banner[data-verdict=UNVERIFIED]{border-left-color:#c53030}
-.invarlock-banner li{white-space:pre-line}
-.invarlock-banner .verdict{font-size:18px;font-weight:700;color:#2f855a}
-.invarlock-banner[data-verdict=FAIL] .verdict,.invarlock-banner[data-verdict=UNVERIFIED] .verdict{color:#c53030}
-.invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li.bad{color:#c53030}
-.invarlock-banner li.signature{font-weight:600}
-.invarlock-banner .files a{margin-right:10px}
-form.filters{margin:0 0 12px}form.filters label{margin-right:12px}
+BANNER_CSS = """
+.invarlock-banner{background:var(--il-surface);border:1px solid var(--il-border);border-left:6px solid var(--il-pass);
+border-radius:6px;padding:10px 14px;margin:0 0 14px}
+.invarlock-banner[data-verdict=FAIL],.invarlock-banner[data-verdict=UNVERIFIED]{border-left-color:var(--il-fail)}
+.invarlock-banner .verdict{font-size:18px;font-weight:700;color:var(--il-pass);margin-right:6px}
+.invarlock-banner[data-verdict=FAIL] .verdict,.invarlock-banner[data-verdict=UNVERIFIED] .verdict{color:var(--il-fail)}
+.invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li{white-space:pre-line}
+.invarlock-banner li.bad{color:var(--il-fail)}.invarlock-banner li.signature{font-weight:600}
+.invarlock-banner .where{color:var(--il-muted);font-size:12px}
+section.downloads{margin:0 0 16px}section.downloads table td.num{text-align:right;white-space:nowrap}
+section.downloads .actions{display:flex;gap:10px;align-items:center;margin:0 0 8px;flex-wrap:wrap}
 """
 CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".html": "text/html; charset=utf-8"}
 # A downloaded file is not a page of this app: opened in a browser it may neither run, style nor
 # navigate anything (sandbox), whatever a bucket writer put in it.
 DOWNLOAD_CSP = "sandbox; default-src 'none'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+AIRFLOW_LABELS = ("airflow_dag_id", "airflow_run_id")
 REPORTS_SIGNATURE = "UNSIGNED: a reports folder is signed, if at all, when it is archived"
+LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:[eE][+-]?\d+)?")
 
 
-def esc(value: Any) -> str:
-    from invarlock_provider.reporting.html import esc as html_escape
-
-    return html_escape(value)
-
-
-def _ratio(ratio: Any, ci: Any) -> str:
-    from invarlock_provider.reporting.html import fmt
-
-    interval = f" (95% CI {fmt(ci[0])} - {fmt(ci[1])})" if ci else ""
-    return f"{fmt(ratio)}{interval}"
+def sig4(value: Any) -> str:
+    """A number as people read it: 4 significant digits, integers as they are."""
+    if isinstance(value, bool) or value is None:
+        return esc(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    return esc(value)
 
 
-def page(title: str, body: str, css: str | None = None) -> str:
-    """``css``: the report's own stylesheet when the page carries a report, else the listings'."""
-    from invarlock_provider.reporting.history_html import HISTORY_CSS
+def readable(text: str) -> str:
+    """A stored reason with its raw floats (``1.3960083573050346``) cut to 4 significant digits."""
+    return LONG_FLOAT.sub(lambda match: f"{float(match.group()):.4g}", text)
 
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{HISTORY_CSS if css is None else css}{PAGE_CSS}</style></head>"
-        f"<body><main>{body}</main></body></html>"
-    )
+
+def ratio_text(ratio: Any, ci: Any) -> str:
+    if ratio is None:
+        return "no ratio"
+    interval = f" (95% CI {sig4(ci[0])} - {sig4(ci[1])})" if isinstance(ci, list) and len(ci) == 2 else ""
+    return f"{sig4(ratio)}{interval}"
+
+
+def gate_text(gate: dict[str, Any]) -> str:
+    """``ratio: 1.396, must be <= 1.102``: the value, the rule and the limit, for people."""
+    rule = gate.get("comparison") or ""
+    limit = gate.get("limit")
+    limit_text = f"[{sig4(limit[0])}, {sig4(limit[1])}]" if isinstance(limit, list) and len(limit) == 2 else sig4(limit)
+    return f"{gate.get('name')}: {sig4(gate.get('value'))}, must be {rule} {limit_text}".strip()
+
+
+def failed_gates(evaluation: dict[str, Any]) -> list[str]:
+    gates = evaluation.get("gates") if isinstance(evaluation.get("gates"), list) else []
+    return [gate_text(g) for g in gates if isinstance(g, dict) and not g.get("passed")]
 
 
 def signature_status(verification: Any, trust: Any) -> str:
@@ -84,9 +105,8 @@ def signature_status(verification: Any, trust: Any) -> str:
     return f"signed by {verification.signer} \u2014 not a trusted key"
 
 
-def banner(verification: Any, where: str, files: list[tuple[str, str]], signature: str) -> str:
-    """The verdict, ratio and reasons only from evidence that verifies; otherwise the failed checks."""
-    links = "".join(f'<a href="{esc(href)}">{esc(name)}</a>' for name, href in files)
+def banner(verification: Any, where: str, signature: str) -> str:
+    """The verdict, ratio and failed gates only from evidence that verifies; otherwise the failed checks."""
     signed = f'<li class="signature">{esc(signature)}</li>'
     evaluation = verification.recomputed if verification.ok else None
     if evaluation is None:
@@ -97,53 +117,172 @@ def banner(verification: Any, where: str, files: list[tuple[str, str]], signatur
         return (
             '<section class="invarlock-banner" data-verdict="UNVERIFIED"><span class="verdict">NOT VERIFIED</span> '
             f"this evidence {why}, so no verdict or report is shown"
-            f'<div class="where">{esc(where)}</div><ul>{failed}{signed}</ul><div class="files">{links}</div></section>'
+            f'<div class="where">{esc(where)}</div><ul>{failed}{signed}</ul></section>'
         )
     metric = evaluation.get("primary_metric") or {}
     verdict = evaluation["verdict"]
-    reasons = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in evaluation["reasons"])
+    gates = failed_gates(evaluation)
+    reasons = gates or [readable(str(reason)) for reason in evaluation["reasons"]]
+    listed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in reasons)
     return (
         f'<section class="invarlock-banner" data-verdict="{esc(verdict)}">'
         f'<span class="verdict">{esc(verdict)}</span> '
-        f'[{esc(evaluation["tier"])}] ratio <span class="ratio">{_ratio(metric.get("ratio"), metric.get("ci"))}</span>'
-        f'<div class="where">{esc(where)}</div><ul><li>invarlock verify: {len(verification.checks)} checks passed</li>'
-        f'{signed}{reasons}</ul><div class="files">{links}</div></section>'
+        f'[{esc(evaluation["tier"])}] ratio <span class="ratio">{ratio_text(metric.get("ratio"), metric.get("ci"))}'
+        f'</span><div class="where">{esc(where)}</div><ul><li>invarlock verify: {len(verification.checks)} checks '
+        f"passed</li>{signed}{listed}</ul></section>"
     )
 
 
-def _report(verification: Any) -> tuple[str, str] | None:
+@dataclass(frozen=True)
+class Origin:
+    """The Airflow task behind a page: where its DAG run, its log and its tab are in the UI."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    def links(self, shell: Shell) -> str:
+        run = f"{shell.airflow}/dags/{quote(self.dag_id, safe='')}/runs/{quote(self.run_id, safe='')}"
+        task = f"{run}/tasks/{quote(self.task_id, safe='')}"
+        if self.map_index >= 0:
+            task += f"/mapped/{self.map_index}"
+        label = f"{self.task_id}[{self.map_index}]" if self.map_index >= 0 else self.task_id
+        return (
+            f'<a target="_top" href="{esc(run)}">DAG run {esc(self.dag_id)} / {esc(self.run_id)}</a>'
+            f'<a target="_top" href="{esc(task)}">task {esc(label)} (log)</a>'
+        )
+
+
+def producing_origins(verification: Any) -> list[Origin]:
+    """The Airflow tasks that ran the bundle's two evaluations, from the labels the operator gave them
+    (read from the verified reports, so a bucket writer cannot point the links elsewhere unnoticed)."""
+    origins = []
+    for role in ("subject", "baseline"):
+        report = (verification.reports or {}).get(role) if verification.ok else None
+        labels = ((report.data.get("meta") or {}).get("labels") or {}) if report is not None else {}
+        named = isinstance(labels, dict) and all(isinstance(labels.get(k), str) for k in AIRFLOW_LABELS)
+        if named:
+            index = labels.get("airflow_map_index", "-1")
+            origins.append(
+                Origin(
+                    labels["airflow_dag_id"],
+                    labels["airflow_run_id"],
+                    str(labels.get("airflow_task_id", "")),
+                    int(index) if str(index).lstrip("-").isdigit() else -1,
+                )
+            )
+    return origins
+
+
+def _report(verification: Any, verify_hint: str) -> tuple[str, str] | None:
     """(CSS, <main> content) of the report rendered from the evaluation as recomputed from the two
     verified reports: a stored evaluation may hold text verify does not compare (reasons, details)."""
     if not verification.ok or verification.recomputed is None or len(verification.reports) != 2:
         return None
     from invarlock_provider.reporting.html import render_html
 
-    rendered = render_html(verification.recomputed, verification.reports["subject"], verification.reports["baseline"])
+    rendered = render_html(
+        verification.recomputed,
+        verification.reports["subject"],
+        verification.reports["baseline"],
+        verify_hint=verify_hint,
+    )
     css = rendered.split("<style>", 1)[1].split("</style>", 1)[0]
     body = rendered.split("<main>", 1)[1].rsplit("</main>", 1)[0]
     return css, body
 
 
-def evidence_view(where: str, verification: Any, files: list[tuple[str, str]], signature: str) -> str:
-    top = banner(verification, where, files, signature)
-    report = _report(verification)
-    if report is None:
-        return page(where, top)
-    css, body = report
-    return page(where, top + body, css)
+@dataclass(frozen=True)
+class BundleLinks:
+    """Where a bundle page's downloads are served: ``files`` + ``/<path>``, the zip at ``archive``."""
+
+    files: str
+    archive: str
 
 
-def _listed_files(folder: Path) -> list[str]:
-    """The files a fetched bundle's manifest lists (the manifest first); none when the fetch failed."""
+def _listed_files(folder: Path) -> list[dict[str, Any]]:
+    """The manifest's entries (path, size, sha256), the manifest itself first; none when the fetch failed."""
+    from invarlock_provider.fileio import sha256_file
     from invarlock_provider.storage.bundle import MANIFEST_FILE, parse_manifest
+    from invarlock_provider.storage.signing import SIGNATURE_FILE
 
-    if not (folder / MANIFEST_FILE).is_file():
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
         return []
-    manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), str(folder))
-    return [MANIFEST_FILE] + [entry["path"] for entry in manifest["files"]]
+    manifest = parse_manifest(manifest_path.read_bytes(), str(folder))
+    own = [
+        {"path": name, "size": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+        for name in (MANIFEST_FILE, SIGNATURE_FILE)
+        if (folder / name).is_file()
+    ]
+    return [*own, *manifest["files"]]
 
 
-def bundle_page(uri: str, *, files_link: str) -> str:
+def fetch_and_verify_command(uri: str, evidence_id: str, verification: Any) -> str:
+    trust = f" --fingerprint {verification.signer}" if verification.signer else ""
+    endpoint = " --endpoint-url <S3 endpoint> --path-style" if uri.startswith("s3://") else ""
+    return f"invarlock fetch {uri} --to {evidence_id}{endpoint} && invarlock verify {evidence_id}{trust}"
+
+
+def downloads(uri: str, verification: Any, files: list[dict[str, Any]], links: BundleLinks, signature: str) -> str:
+    evidence_id = uri.rstrip("/").rsplit("/", 1)[-1]
+    rows = "".join(
+        f'<tr><td><a href="{esc(links.files)}/{esc(entry["path"])}">{esc(evidence_id)}/{esc(entry["path"])}</a></td>'
+        f'<td class="num">{entry["size"]:,}</td><td><code>{esc(entry["sha256"])}</code></td></tr>'
+        for entry in files
+    )
+    command = fetch_and_verify_command(uri, evidence_id, verification)
+    unzip = f"unzip {evidence_id}.zip && invarlock verify {evidence_id}" + (
+        f" --fingerprint {verification.signer}" if verification.signer else ""
+    )
+    return (
+        '<section class="downloads"><h2>Take the evidence away</h2><div class="actions">'
+        f'<a class="button primary download-bundle" href="{esc(links.archive)}" download>Download bundle (.zip)</a>'
+        f'<span class="signature-status">Signature: {esc(signature)}</span></div>'
+        f"{_command('unzip-command', unzip)}{_command('fetch-command', command)}"
+        '<div class="wide"><table class="files"><thead><tr><th>file (path in the bundle)</th><th>bytes</th>'
+        f"<th>sha256</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
+    )
+
+
+def _command(element_id: str, text: str) -> str:
+    """A command to copy: selectable text, and a Copy button the shell's script shows and serves."""
+    return (
+        f'<div class="il-command"><pre id="{element_id}">{esc(text)}</pre>'
+        f'<button type="button" data-copy="{element_id}" hidden>Copy</button></div>'
+    )
+
+
+def evidence_view(
+    shell: Shell,
+    where: str,
+    verification: Any,
+    signature: str,
+    *,
+    extra: str = "",
+    title: str | None = None,
+    nav: str = "",
+) -> str:
+    top = (f'<nav class="il-nav">{nav}</nav>' if nav else "") + extra + banner(verification, where, signature)
+    report = _report(verification, "")
+    head = title or _title(verification, where)
+    if report is None:
+        return shell.page(head, top, BANNER_CSS)
+    css, body = report
+    return shell.page(head, top + body, css + BANNER_CSS)
+
+
+def _title(verification: Any, where: str) -> str:
+    evaluation = verification.recomputed if verification.ok else None
+    name = where.rstrip("/").split("/")
+    label = "/".join(name[-2:]) if len(name) >= 2 else where
+    if evaluation is None:
+        return f"NOT VERIFIED: {label}"
+    return f"{evaluation['verdict']}: {label}"
+
+
+def bundle_page(shell: Shell, uri: str, links: BundleLinks, origin: Origin | None = None, note: str = "") -> str:
     """Verified on every request, from the store as it is now (no cache: any object may have been
     replaced), against the deployment's trusted keys; the HTML attachment is checked, not fetched."""
     from invarlock_provider.storage.bundle import MANIFEST_FILE
@@ -158,12 +297,32 @@ def bundle_page(uri: str, *, files_link: str) -> str:
     with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
         folder = Path(scratch) / "bundle"
         verification = guarded(uri, lambda: verify_fetched_bundle(store, key, uri, folder, trust, attachments=False))
-        files = [(name, f"{files_link}/{name}") for name in _listed_files(folder)]
-        return evidence_view(uri, verification, files, signature_status(verification, trust))
+        files = _listed_files(folder)
+    signature = signature_status(verification, trust)
+    origins = producing_origins(verification)
+    nav = "".join(o.links(shell) for o in ([origin] if origin else []) + origins[:1])
+    history = f"{shell.root}/evidence?report={quote(key.rstrip('/').split('/')[-2])}"
+    nav += f'<a href="{esc(history)}">history of this report</a>'
+    extra = (f'<p class="il-note">{esc(note)}</p>' if note else "") + downloads(
+        uri, verification, files, links, signature
+    )
+    return evidence_view(shell, uri, verification, signature, extra=extra, nav=nav)
 
 
-def reports_page(report_dir: str, sha256: str | None) -> str:
-    """``build_report``'s folder in the work store: fetched, verified, shown (no downloads: not archived)."""
+def current_evaluation_sha256(report_dir: str) -> str | None:
+    """The sha256 of the evaluation a reports folder holds now; None when it holds none."""
+    from invarlock_provider.fileio import sha256_bytes
+    from invarlock_provider.reporting.evaluation import EVALUATION_FILE
+    from invarlock_provider.storage.uri import join_key
+
+    store, key = open_bundle_store(report_dir, served_conn_id(report_dir), cached=False)
+    if store.head(join_key(key, EVALUATION_FILE)) is None:
+        return None
+    return sha256_bytes(store.read_bytes(join_key(key, EVALUATION_FILE)))
+
+
+def reports_page(shell: Shell, report_dir: str, sha256: str | None, origin: Origin) -> str:
+    """``build_report``'s folder in the work store: fetched, verified, shown (downloads come with archiving)."""
     from invarlock_provider.airflow.hooks import EvidenceStoreHook
     from invarlock_provider.reporting.verify import verify_path
     from invarlock_provider.storage.bundle_reader import guarded
@@ -174,32 +333,58 @@ def reports_page(report_dir: str, sha256: str | None) -> str:
     with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
         folder, _ = stage_reports(report_dir, Path(scratch), settings, sha256)
         verification = guarded(report_dir, lambda: verify_path(folder))
-        return evidence_view(report_dir, verification, [], REPORTS_SIGNATURE)
+        note = '<p class="il-note">Not archived yet: downloads and signature come with the archived bundle.</p>'
+        return evidence_view(shell, report_dir, verification, REPORTS_SIGNATURE, extra=note, nav=origin.links(shell))
 
 
-def task_page(value: dict[str, Any], *, files_link: str) -> str:
-    if "bundle_uri" in value:
-        return bundle_page(value["bundle_uri"], files_link=files_link)
-    if "report_dir" in value:
-        return reports_page(value["report_dir"], value.get("evaluation_sha256"))
-    if "run_id" in value and "report" in value:
-        rows = "".join(
-            f"<tr><th>{esc(label)}</th><td>{esc(value.get(field))}</td></tr>"
-            for label, field in (
-                ("run", "run_id"),
-                ("report", "report"),
-                ("report sha256", "report_sha256"),
-                ("final ppl", "ppl_final"),
-                ("tokens", "tokens"),
-            )
+def superseded_page(
+    shell: Shell, report_dir: str, sha256: str, now: str | None, bundle: str | None, origin: Origin
+) -> str:
+    """A reports folder a later run rebuilt: this run's evaluation is not there any more. Say so, and
+    where it went, rather than report a digest mismatch that reads like tampering."""
+    held = f"now holds a later run's evaluation (sha256 {now})" if now else "no longer holds an evaluation"
+    where = (
+        f'Its evidence was archived: <a href="{esc(bundle)}">the archived bundle</a>.'
+        if bundle
+        else "No archived bundle of this evaluation was found in the evidence store (its archive task did not run "
+        "or failed)."
+    )
+    body = (
+        f'<nav class="il-nav">{origin.links(shell)}</nav>'
+        f'<section class="il-note superseded"><b>Superseded.</b> {esc(report_dir)} {esc(held)}; this run wrote '
+        f"the evaluation with sha256 <code>{esc(sha256)}</code>. {where}</section>"
+    )
+    return shell.page("Superseded reports folder", body)
+
+
+def no_evidence_page(shell: Shell, origin: Origin) -> str:
+    body = (
+        f'<nav class="il-nav">{origin.links(shell)}</nav><section class="il-note no-evidence">'
+        f"<b>{esc(origin.task_id)}</b> records no InvarLock evidence. The evaluation, report and archive tasks do: "
+        "open this tab on one of them, or the run's <b>Evaluation reports</b> tab.</section>"
+    )
+    return shell.page(f"{origin.task_id}: no evidence", body)
+
+
+def run_summary_page(shell: Shell, value: dict[str, Any], origin: Origin) -> str:
+    rows = "".join(
+        f"<tr><th>{esc(label)}</th><td>{sig4(value.get(field))}</td></tr>"
+        for label, field in (
+            ("run", "run_id"),
+            ("report", "report"),
+            ("report sha256", "report_sha256"),
+            ("final ppl", "ppl_final"),
+            ("tokens", "tokens"),
         )
-        return page(f"Run {value['run_id']}", f"<h1>Evaluation run</h1><table>{rows}</table>")
-    raise HTTPException(404, "this task recorded no InvarLock evidence")
+    )
+    body = f'<nav class="il-nav">{origin.links(shell)}</nav><h1>Evaluation run</h1><table>{rows}</table>'
+    return shell.page(f"Run {value['run_id']}", body)
 
 
-def run_page(dag_id: str, run_id: str, values: list[tuple[str, int, Any]], *, root: str) -> str:
+def run_page(shell: Shell, dag_id: str, run_id: str, values: list[tuple[str, int, Any]]) -> str:
     """Every report of one DAG run: the archive task's outcome where there is one, else the report's.
-    An XCom that points outside the served stores is no report of this deployment: it is named, not listed."""
+    Each row opens that task's tab in the UI (a URL of its own). An XCom that points outside the
+    served stores is no report of this deployment: it is named, not listed."""
     reports: dict[str, dict[str, Any]] = {}
     stores, unserved = served_stores(), []
     for task_id, map_index, value in values:
@@ -216,26 +401,34 @@ def run_page(dag_id: str, run_id: str, values: list[tuple[str, int, Any]], *, ro
         entry = reports.setdefault(name, {})
         entry.update({field: value.get(field) for field in fields})
         if "bundle_uri" in value or "link" not in entry:  # the archived bundle's page when there is one
-            entry["link"] = f"{root}/task/{dag_id}/{run_id}/{task_id}/{map_index}"
+            entry["link"] = task_tab(shell, Origin(dag_id, run_id, task_id, map_index))
     rows = "".join(
-        f'<tr data-report="{esc(name)}"><td><a href="{esc(entry["link"])}">{esc(name)}</a></td>'
+        f'<tr data-report="{esc(name)}"><td><a target="_top" href="{esc(entry["link"])}">{esc(name)}</a></td>'
         f'<td class="{esc(entry.get("verdict"))}">{esc(entry.get("verdict"))}</td>'
-        f"<td>{_ratio(entry.get('ratio'), entry.get('ci'))}</td><td>{esc(entry.get('tier', '-'))}</td>"
-        f"<td>{esc(entry.get('bundle_uri', 'not archived'))}</td></tr>"
+        f"<td>{ratio_text(entry.get('ratio'), entry.get('ci'))}</td><td>{esc(entry.get('tier', '-'))}</td>"
+        f"<td><code>{esc(entry.get('bundle_uri', 'not archived'))}</code></td></tr>"
         for name, entry in sorted(reports.items())
     )
     table = (
-        "<table><thead><tr><th>report</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th><th>bundle</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table>"
+        '<div class="wide"><table><thead><tr><th>report</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th>'
+        f"<th>bundle</th></tr></thead><tbody>{rows}</tbody></table></div>"
         if rows
-        else "<p>No report in this run (yet).</p>"
+        else '<p class="il-note">No report in this run (yet).</p>'
     )
     if unserved:
         table += (
-            f'<p class="unserved">Not shown: {esc(", ".join(unserved))} recorded evidence in a store this '
+            f'<p class="unserved il-note">Not shown: {esc(", ".join(unserved))} recorded evidence in a store this '
             "deployment does not serve.</p>"
         )
-    return page(f"{dag_id} {run_id}", f"<h1>Reports of {esc(dag_id)} / {esc(run_id)}</h1>{table}")
+    title = f"Reports of {dag_id} / {run_id}"
+    return shell.page(title, f"<h1>{esc(title)}</h1>{table}")
+
+
+def task_tab(shell: Shell, origin: Origin) -> str:
+    """The task's "Evaluation report" tab in the Airflow UI (its own URL, inside the UI's frame)."""
+    from invarlock_provider.airflow.links import evidence_tab_path
+
+    return shell.airflow + evidence_tab_path(origin.dag_id, origin.run_id, origin.task_id, origin.map_index)
 
 
 def source_bundle_uri(source: EvidenceSource, report_name: str, evidence_id: str) -> str:
@@ -243,84 +436,23 @@ def source_bundle_uri(source: EvidenceSource, report_name: str, evidence_id: str
     return f"{source.target.rstrip('/')}/{report_name}/{evidence_id}"
 
 
-def _listed_subject(store: Any, key: str) -> dict[str, Any]:
-    """The subject a listed bundle's evaluation names; a listing row, so an unreadable one says so
-    (the bundle's own page verifies it)."""
-    from invarlock_provider.errors import InvarlockError
-    from invarlock_provider.strict_json import loads_object
-
-    try:
-        subject = loads_object(store.read_bytes(key), key).get("subject")
-    except InvarlockError:
-        subject = None
-    return subject if isinstance(subject, dict) else {"model_id": "unreadable", "edit": "-"}
-
-
-def evidence_page(source: EvidenceSource, report: str | None, verdict: str | None, *, root: str) -> str:
-    from invarlock_provider.reporting.evaluation import EVALUATION_FILE
-    from invarlock_provider.reporting.history_html import history_chart
-    from invarlock_provider.storage.history import report_history
-    from invarlock_provider.storage.uri import join_key
-
-    store, prefix = source.open()
-    history = report_history(store, prefix, report)
-
-    def link(point: Any) -> str:
-        return f"{root}/evidence/{point.report_name}/{point.evidence_id}"
-
-    sections = []
-    for name, points in history.reports.items():
-        shown = [p for p in reversed(points) if verdict in (None, p.verdict)][:RECENT_ROWS]
-        rows = []
-        for point in shown:
-            subject = _listed_subject(store, join_key(point.key, EVALUATION_FILE))
-            rows.append(
-                f'<tr data-evidence-id="{esc(point.evidence_id)}"><td>{point.created_at:%Y-%m-%d %H:%M}</td>'
-                f'<td class="{esc(point.verdict)}">{esc(point.verdict)}</td><td>{_ratio(point.ratio, point.ci)}</td>'
-                f"<td>{esc(point.tier)}</td><td>{esc(subject.get('model_id'))} ({esc(subject.get('edit'))})</td>"
-                f'<td><a href="{esc(link(point))}">{esc(point.evidence_id)}</a></td></tr>'
-            )
-        fails = sum(1 for p in points if p.verdict == "FAIL")
-        sections.append(
-            f'<section class="report" id="{esc(name)}"><h2>{esc(name)}</h2>'
-            f'<figure class="history">{history_chart(points, link)}<figcaption>{len(points)} nights, {fails} FAIL; '
-            "dashed line: the tier's ratio limit; band: 95% CI</figcaption></figure>"
-            "<table><thead><tr><th>date</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th>"
-            f"<th>subject model (edit)</th><th>bundle</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
-        )
-    names = "".join(
-        f'<option value="{esc(n)}"{" selected" if n == report else ""}>{esc(n)}</option>' for n in history.reports
-    )
-    verdicts = "".join(
-        f'<option value="{v}"{" selected" if v == (verdict or "") else ""}>{v or "any"}</option>'
-        for v in ("", "PASS", "FAIL")
-    )
-    form = (
-        f'<form class="filters" method="get" action="{esc(root)}/evidence">'
-        f'<label>report <select name="report"><option value="">all</option>{names}</select></label>'
-        f'<label>verdict <select name="verdict">{verdicts}</select></label><button type="submit">Filter</button></form>'
-    )
-    body = "".join(sections) or "<p>No archived bundle yet.</p>"
-    if history.skipped:
-        left_out = "".join(f"<li>{esc(uri)}: {esc(reason)}</li>" for uri, reason in history.skipped)
-        summary = f"{len(history.skipped)} bundles left out (unreadable or damaged)"
-        body += f'<details class="skipped"><summary>{summary}</summary><ul>{left_out}</ul></details>'
-    return page("InvarLock evidence", f"<h1>Evidence: {esc(source.target)}</h1>{form}{body}")
-
-
 def bundle_file(uri: str, name: str) -> Response:
     """One file the bundle's manifest (as it is now) lists, or the manifest: always an attachment under
-    a sandboxing CSP, so a stored evaluation.html can never act as a page of the Airflow UI."""
+    a sandboxing CSP, so a stored evaluation.html can never act as a page of the Airflow UI. Its name
+    keeps its place in the bundle (``ev-…_baseline_report.json``): two report.json never collide."""
     from invarlock_provider.storage.bundle import MANIFEST_FILE
     from invarlock_provider.storage.bundle_reader import read_manifest
+    from invarlock_provider.storage.signing import SIGNATURE_FILE
     from invarlock_provider.storage.uri import join_key
 
     store, key = open_bundle_store(uri, served_conn_id(uri), cached=False)
     _, manifest, _ = read_manifest(store, key, uri)
-    if name not in {MANIFEST_FILE, *(entry["path"] for entry in manifest["files"])}:
+    if name not in {MANIFEST_FILE, SIGNATURE_FILE, *(entry["path"] for entry in manifest["files"])}:
         raise HTTPException(404, f"{name!r} is not a file of this bundle")
+    if store.head(join_key(key, name)) is None:
+        raise HTTPException(404, f"{name} is not in the store")
     body = store.read_bytes(join_key(key, name))
-    filename = name.replace("/", "_")
+    filename = f"{manifest['evidence_id']}/{name}".replace("/", "_")
     return Response(
         body,
         media_type=CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"),

@@ -1,4 +1,4 @@
-"""The operator extra link to a task's evidence page (the InvarLock plugin, on the API server)."""
+"""The operator extra link to a task's evidence: its "Evaluation report" tab inside the Airflow UI."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from invarlock_provider.airflow.plugin import REPORT_TAB
 
-def evidence_page_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    from invarlock_provider.airflow.plugin import URL_PREFIX
 
-    parts = (quote(str(part), safe="") for part in (dag_id, run_id, task_id, map_index))
-    return f"{URL_PREFIX}/task/{'/'.join(parts)}"
+def evidence_tab_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The task instance's report tab in the UI, so the link keeps the Airflow shell around the page."""
+    run = f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id, safe='')}"
+    mapped = f"/mapped/{map_index}" if map_index >= 0 else ""
+    return f"{run}{mapped}/plugin/{REPORT_TAB}"
 
 
 class EvidenceLink(BaseOperatorLink):
-    """Opens the task's evidence page on the API server (run summary, evaluation report with the
-    server-side verify result, or the archived bundle), so the browser needs no bucket access."""
+    """Opens the task's evidence (run summary, evaluation report with the server-side verify result,
+    or the archived bundle) in its tab of the Airflow UI, so the browser needs no bucket access."""
 
     name = "Evidence"
 
@@ -29,4 +31,4 @@ class EvidenceLink(BaseOperatorLink):
         if not isinstance(value, dict):
             return ""
         base = conf.get("api", "base_url", fallback="").rstrip("/")
-        return base + evidence_page_path(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index)
+        return base + evidence_tab_path(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/invarlock"
+REPORT_TAB = "invarlock-report"  # the task-instance view's url_route: its tab's URL in the UI
 
 
 class InvarlockPlugin(AirflowPlugin):
@@ -23,7 +24,7 @@ class InvarlockPlugin(AirflowPlugin):
             "name": "Evaluation report",
             "href": f"{URL_PREFIX}/task/{{DAG_ID}}/{{RUN_ID}}/{{TASK_ID}}/{{MAP_INDEX}}",
             "destination": "task_instance",
-            "url_route": "invarlock-report",
+            "url_route": REPORT_TAB,
         },
         {
             "name": "Evaluation reports",

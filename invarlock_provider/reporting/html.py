@@ -19,24 +19,36 @@ from invarlock_provider.reporting.evaluation import split_arrays
 from invarlock_provider.reporting.run_report import RunReport
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+:root{--il-bg:#f6f7f9;--il-surface:#fff;--il-fg:#1d2330;--il-muted:#555;--il-border:#dde1e6;--il-muted-bg:#eef1f4;
+--il-pass:#1f7a3f;--il-fail:#b3261e;--il-accent:#3b6ea8}
+@media (prefers-color-scheme:dark){:root:not([data-theme=light]){--il-bg:#1a2030;--il-surface:#0f1522;--il-fg:#f5f7fa;
+--il-muted:#aab4c3;--il-border:#2c3648;--il-muted-bg:#1c2433;--il-pass:#4cc38a;--il-fail:#f07167;--il-accent:#7aa7e8}}
+body{font:14px/1.45 var(--il-font,system-ui,-apple-system,Segoe UI,Roboto,sans-serif);margin:0;color:var(--il-fg);
+background:var(--il-bg)}
 main{max-width:1000px;margin:0 auto;padding:24px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}h3{font-size:14px;margin:18px 0 6px}
 .banner{padding:18px 22px;border-radius:8px;color:#fff;display:flex;justify-content:space-between;align-items:center}
-.PASS{background:#1f7a3f}.FAIL{background:#b3261e}
+.banner.PASS{background:#1f7a3f}.banner.FAIL{background:#b3261e}
 .banner .verdict{font-size:30px;font-weight:700;letter-spacing:.04em}
 .banner .ratio{font-size:18px;text-align:right}
-table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde1e6}
-th,td{padding:6px 10px;border-bottom:1px solid #eceef1;text-align:left;vertical-align:top}
-th{background:#eef1f4;font-weight:600}
+table{border-collapse:collapse;width:100%;background:var(--il-surface);border:1px solid var(--il-border)}
+th,td{padding:6px 10px;border-bottom:1px solid var(--il-border);text-align:left;vertical-align:top}
+th{background:var(--il-muted-bg);font-weight:600}
 td.num{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap}
-.ok{color:#1f7a3f;font-weight:600}.bad{color:#b3261e;font-weight:600}
-code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}
+.ok{color:var(--il-pass);font-weight:600}.bad{color:var(--il-fail);font-weight:600}
+code{font:12px var(--il-mono,ui-monospace,SFMono-Regular,Menlo,monospace);word-break:break-all}
 .charts{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
-.charts figure{margin:0;background:#fff;border:1px solid #dde1e6;padding:8px}
-figcaption{font-size:12px;color:#555;margin-top:4px}
-ul.reasons{background:#fff4f3;border:1px solid #f1c6c2;padding:10px 10px 10px 28px;margin:12px 0}
+.charts figure,figure.spectral{margin:0;background:var(--il-surface);border:1px solid var(--il-border);padding:8px;
+max-width:100%;box-sizing:border-box}
+.charts figure{flex:1 1 420px}
+svg.chart{width:100%;height:auto}svg text{fill:var(--il-muted)}
+svg text.limit-label,svg text.cap{fill:var(--il-fail)}svg line.ci{stroke:var(--il-fg)}
+figcaption{font-size:12px;color:var(--il-muted);margin-top:4px}
+ul.reasons{background:color-mix(in srgb,var(--il-fail) 8%,var(--il-surface));
+border:1px solid color-mix(in srgb,var(--il-fail) 35%,transparent);padding:10px 10px 10px 28px;margin:12px 0}
 ul.reasons li,td.detail{white-space:pre-line}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:0 10px;margin:0}dl.kv dt{color:var(--il-muted)}
+dl.kv dd{margin:0}
 """
 
 
@@ -45,10 +57,13 @@ def esc(value: Any) -> str:
 
 
 def fmt(value: Any, digits: int = 4) -> str:
+    """A number for people: ``digits`` significant digits (large values whole), lists element-wise."""
     if isinstance(value, bool) or value is None:
         return esc(value)
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
     return esc(value)
@@ -80,7 +95,7 @@ def histogram_svg(deltas: np.ndarray, bins: int = 30, width: int = 460, height: 
         x = pad_left + index * bar_w
         bars.append(
             f'<rect x="{x:.1f}" y="{pad_top + plot_h - bar_h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-            f'height="{bar_h:.1f}" fill="#3b6ea8"><title>{edges[index]:.4f} to {edges[index + 1]:.4f}: '
+            f'height="{bar_h:.1f}" fill="#3b6ea8"><title>{edges[index]:.4g} to {edges[index + 1]:.4g}: '
             f"{int(count)} windows</title></rect>"
         )
     zero = ""
@@ -92,12 +107,12 @@ def histogram_svg(deltas: np.ndarray, bins: int = 30, width: int = 460, height: 
         )
     axis_y = pad_top + plot_h
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="histogram of per-window delta NLL">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="histogram of per-window delta NLL">'
         f'<line x1="{pad_left}" y1="{axis_y}" x2="{width - 10}" y2="{axis_y}" stroke="#888"/>'
         f"{''.join(bars)}{zero}"
-        f'<text x="{pad_left}" y="{height - 8}" font-size="11">{low:.4f}</text>'
-        f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">{high:.4f}</text>'
+        f'<text x="{pad_left}" y="{height - 8}" font-size="11">{low:.4g}</text>'
+        f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">{high:.4g}</text>'
         f'<text x="4" y="{pad_top + 10}" font-size="11">{top}</text>'
         "</svg>"
     )
@@ -114,16 +129,17 @@ def interval_svg(ratio: float, low: float, high: float, limit: float, width: int
 
     y = 40
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="ratio and confidence interval against the limit">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="ratio and confidence interval against the limit">'
         f'<line x1="{pad}" y1="{y}" x2="{width - pad}" y2="{y}" stroke="#ccc"/>'
         f'<line x1="{x(1.0):.1f}" y1="15" x2="{x(1.0):.1f}" y2="65" stroke="#888" stroke-dasharray="2 2"/>'
         f'<text x="{x(1.0):.1f}" y="80" font-size="11" text-anchor="middle">1.00</text>'
         f'<line x1="{x(limit):.1f}" y1="10" x2="{x(limit):.1f}" y2="70" stroke="#b3261e" stroke-width="2"/>'
-        f'<text x="{x(limit):.1f}" y="9" font-size="11" text-anchor="middle" fill="#b3261e">limit {limit:.3f}</text>'
-        f'<line x1="{x(low):.1f}" y1="{y}" x2="{x(high):.1f}" y2="{y}" stroke="#1d2330" stroke-width="4"/>'
+        f'<text x="{x(limit):.1f}" y="9" font-size="11" text-anchor="middle" class="limit-label">'
+        f"limit {limit:.4g}</text>"
+        f'<line x1="{x(low):.1f}" y1="{y}" x2="{x(high):.1f}" y2="{y}" stroke="#1d2330" class="ci" stroke-width="4"/>'
         f'<circle cx="{x(ratio):.1f}" cy="{y}" r="6" fill="#3b6ea8"/>'
-        f'<text x="{x(ratio):.1f}" y="{y + 22}" font-size="11" text-anchor="middle">{ratio:.4f}</text>'
+        f'<text x="{x(ratio):.1f}" y="{y + 22}" font-size="11" text-anchor="middle">{ratio:.4g}</text>'
         "</svg>"
     )
 
@@ -152,8 +168,8 @@ def spectral_svg(rows: Sequence[dict[str, Any]], caps: dict[str, float], width: 
         return pad_top + plot_h * (top - value) / (2 * top)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        'aria-label="spectral norm ratio per module by layer">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="spectral norm ratio per module by layer">',
         f'<line x1="{pad_left}" y1="{y(0):.1f}" x2="{width - pad_right}" y2="{y(0):.1f}" stroke="#888" '
         'stroke-dasharray="2 2"/>',
         f'<text x="{pad_left - 4}" y="{y(0) + 4:.1f}" font-size="11" text-anchor="end">1.00</text>',
@@ -165,7 +181,7 @@ def spectral_svg(rows: Sequence[dict[str, Any]], caps: dict[str, float], width: 
                 f'<line x1="{pad_left}" y1="{y(value):.1f}" x2="{width - pad_right}" y2="{y(value):.1f}" '
                 'stroke="#b3261e"/>'
                 f'<text x="{pad_left - 4}" y="{y(value) + 4:.1f}" font-size="11" text-anchor="end" '
-                f'fill="#b3261e">{esc(label)}</text>'
+                f'class="cap">{esc(label)}</text>'
             )
     for layer, index in slots.items():
         if len(slots) <= 24 or index % max(1, len(slots) // 12) == 0:
@@ -181,7 +197,7 @@ def spectral_svg(rows: Sequence[dict[str, Any]], caps: dict[str, float], width: 
         colour = "#b3261e" if flagged else _FAMILY_COLOURS.get(row["family"], "#555")
         parts.append(
             f'<circle cx="{cx:.1f}" cy="{y(math.log(row["ratio"])):.1f}" r="{5 if flagged else 3.5}" '
-            f'fill="{colour}"><title>{esc(row["name"])}: ratio {row["ratio"]:.4f}</title></circle>'
+            f'fill="{colour}"><title>{esc(row["name"])}: ratio {row["ratio"]:.4g}</title></circle>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -269,7 +285,16 @@ def _capped(row: dict[str, Any]) -> str:
     return "soft cap" if row.get("soft_capped") else "no"
 
 
-def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> str:
+VERIFY_HINT = (
+    "Verify offline with <code>invarlock verify &lt;this folder&gt;</code>: it recomputes the digests, "
+    "the ratio, every gate and the verdict from the stored per-window values."
+)
+
+
+def render_html(
+    evaluation: dict[str, Any], subject: RunReport, baseline: RunReport, *, verify_hint: str = VERIFY_HINT
+) -> str:
+    """``verify_hint``: the closing paragraph (HTML); a page that offers its own commands passes ""."""
     verdict = "PASS" if evaluation.get("verdict") == "PASS" else "FAIL"
     metric = evaluation.get("primary_metric")
     policy = evaluation.get("policy", {})
@@ -287,8 +312,8 @@ def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunRep
     ]
     if metric:
         parts.append(
-            f"ppl ratio <b>{metric['ratio']:.4f}</b><br>95% CI [{metric['ci'][0]:.4f}, {metric['ci'][1]:.4f}]"
-            f" &middot; limit {limit:.3f}"
+            f"ppl ratio <b>{metric['ratio']:.4g}</b><br>95% CI [{metric['ci'][0]:.4g}, {metric['ci'][1]:.4g}]"
+            f" &middot; limit &le; {limit:.4g}"
         )
     else:
         parts.append("pairing failed: no ratio")
@@ -341,8 +366,8 @@ def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunRep
             )
         parts.append(_table(("windows", "subject ppl", "baseline ppl", "ratio"), rows))
         parts.append(
-            f"<p>Drift (final ratio / preview ratio): <b>{metric['drift']:.4f}</b>; q95 of &Delta; NLL "
-            f"{metric['delta_logloss']['q95']:.4f} nats; {metric['final_tokens']} scored tokens.</p>"
+            f"<p>Drift (final ratio / preview ratio): <b>{metric['drift']:.4g}</b>; q95 of &Delta; NLL "
+            f"{metric['delta_logloss']['q95']:.4g} nats; {metric['final_tokens']} scored tokens.</p>"
         )
 
     parts.append("<h2>Pairing checks</h2>")
@@ -354,21 +379,15 @@ def render_html(evaluation: dict[str, Any], subject: RunReport, baseline: RunRep
         f"<p>Policy digest <code>{esc(evaluation.get('policy_digest'))}</code> &middot; evaluation digest "
         f"<code>{esc(evaluation.get('evaluation_digest'))}</code></p>"
     )
-    parts.append(
-        "<p>Verify offline with <code>invarlock verify &lt;this folder&gt;</code>: it recomputes the digests, "
-        "the ratio, every gate and the verdict from the stored per-window values.</p>"
-    )
+    if verify_hint:
+        parts.append(f"<p>{verify_hint}</p>")
     parts.append("</main></body></html>\n")
     return "".join(parts)
 
 
 def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> list[tuple[str, ...]]:
     def row(label: str, getter: Any) -> tuple[str, ...]:
-        return (
-            _cell(esc(label)),
-            _cell(f"<code>{esc(getter(subject.data))}</code>"),
-            _cell(f"<code>{esc(getter(baseline.data))}</code>"),
-        )
+        return (_cell(esc(label)), _cell(_value_html(getter(subject.data))), _cell(_value_html(getter(baseline.data))))
 
     return [
         (
@@ -392,6 +411,14 @@ def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: R
         row("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
         row("versions", lambda d: d["meta"].get("versions")),
     ]
+
+
+def _value_html(value: Any) -> str:
+    """A provenance value as people read it: a mapping (versions, seeds) as one line per key."""
+    if isinstance(value, dict):
+        items = "".join(f"<dt>{esc(key)}</dt><dd><code>{esc(item)}</code></dd>" for key, item in value.items())
+        return f'<dl class="kv">{items}</dl>'
+    return f"<code>{esc(value)}</code>"
 
 
 def _edit_cell(report: dict[str, Any]) -> str:

@@ -78,6 +78,37 @@ class Browser:
             time.sleep(0.5)
         raise AssertionError(f"{url}: not ready ({ready}) within {timeout}s:\n{self.dom()[-2000:]}")
 
+    def click(self, element: str, timeout: float = 30) -> None:
+        """A real mouse click (DevTools input events) at the centre of the element the JavaScript
+        expression ``element`` finds, once it is there and has a size: what a user's click does."""
+        where = (
+            f"(() => {{ const e = {element}; if (!e) return null; e.scrollIntoView({{block: 'center'}}); "
+            "const r = e.getBoundingClientRect(); "
+            "return r.width && r.height ? [r.x + r.width / 2, r.y + r.height / 2] : null; })()"
+        )
+        deadline = time.monotonic() + timeout
+        while (point := self.evaluate(where)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing to click: {element}")
+            time.sleep(0.3)
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=point[0], y=point[1], button="left", clickCount=1)
+
+    def type_text(self, text: str) -> None:
+        """Text typed into the focused field, as a keyboard would."""
+        self.call("Input.insertText", text=text)
+
+    def wait(self, condition: str, timeout: float = 60) -> Any:
+        """The value of the JavaScript expression ``condition`` once it is truthy (an element: True)."""
+        probe = f"(() => {{ const v = ({condition}); return v instanceof Node ? true : v; }})()"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RuntimeError):
+                if value := self.evaluate(probe):
+                    return value
+            time.sleep(0.3)
+        raise AssertionError(f"not true within {timeout}s: {condition}")
+
     def dom(self) -> str:
         return str(self.evaluate("document.documentElement.outerHTML"))
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ HOSTILE_HTML = (
     "</section><h1>Evaluation report: all gates passed</h1></main></body></html>"
 )
 REFUSED = "a store this deployment does not serve"
+NUMBER = r"\d(\.\d{1,4})?"  # 4 significant digits, as pages show numbers
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +119,15 @@ def fail_bundle(demo: dict, tmp_path: Path) -> Iterator[Path]:
     shutil.copytree(tmp_path / "archived", folder)
 
 
+def only_the_shell_script(page: str, csp: str) -> bool:
+    """The page runs the shell's static script and nothing else: no inline script, no other source."""
+    from invarlock_provider.airflow.ui_shell import script_integrity
+
+    scripts = re.findall(r"<script[^>]*>", page)
+    ours = f'<script src="/invarlock/static/invarlock.js" integrity="{script_integrity()}" defer>'
+    return scripts == [ours] and f"script-src '{script_integrity()}';" in csp and "default-src 'none'" in csp
+
+
 def task_path(run_id: str, task_id: str, map_index: str = "-1") -> str:
     return f"/invarlock/task/invarlock_on_demand/{quote(run_id, safe='')}/{task_id}/{map_index}"
 
@@ -129,13 +140,23 @@ def test_the_archive_task_page_is_the_verified_report_with_its_verdict_and_verif
         page = response.text
         assert f'class="invarlock-banner" data-verdict="{verdict}"' in page
         assert re.search(r"invarlock verify: \d+ checks passed", page)
-        assert re.search(r'<span class="ratio">\d\.\d{4} \(95% CI \d\.\d{4} - \d\.\d{4}\)</span>', page)
-        assert "<script" not in page and "<h1>Evaluation report" in page  # drawn from the verified JSON
-        assert "<title>file://" in page  # the page is the plugin's, not the stored evaluation.html
-        csp = response.headers["content-security-policy"]
-        assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'self'" in csp
+        assert re.search(rf'<span class="ratio">{NUMBER} \(95% CI {NUMBER} - {NUMBER}\)</span>', page)
+        assert "<h1>Evaluation report" in page  # drawn from the verified JSON
+        assert only_the_shell_script(page, response.headers["content-security-policy"])
+        assert f"<title>{verdict}: ui_demo/ev-" in page  # the page is the plugin's, not the stored evaluation.html
+        assert "Download bundle (.zip)" in page and "invarlock fetch file://" in page
+        shown = dict(
+            re.findall(
+                r"<td><a href=\"[^\"]+/files/([^\"]+)\">ev-[0-9a-f]{24}/\1</a></td><td[^>]*>[\d,]+</td>"
+                r"<td><code>([0-9a-f]{64})</code>",
+                page,
+            )
+        )
+        listed = json.loads(api(task_path(demo["runs"][profile], "archive") + "/files/manifest.json").content)
+        assert {e["path"]: e["sha256"] for e in listed["files"]}.items() <= shown.items()
+        assert "invarlock verify &lt;this folder&gt;" not in page  # the page offers its own commands
         if verdict == "FAIL":
-            assert re.search(r'<li class="bad">min_tokens: \d+ not &gt;= \d+', page)
+            assert re.search(r'<li class="bad">min_tokens: \d+, must be &gt;= \d+</li>', page)
             judged = f"no trusted keys configured (INVARLOCK_TRUSTED_KEYS): signature by {demo['signer']} not judged"
             assert f'<li class="signature">{judged}</li>' in page
         else:
@@ -148,7 +169,7 @@ def test_the_archive_task_page_is_the_verified_report_with_its_verdict_and_verif
     # The UI leaves the placeholder in place for a task that is not mapped.
     assert 'data-verdict="FAIL"' in api(task_path(demo["runs"]["dev"], "archive", "{MAP_INDEX}")).text
     gate = api(task_path(demo["runs"]["dev"], "gate"))
-    assert gate.status_code == 404 and "recorded no InvarLock evidence" in gate.text
+    assert gate.status_code == 200 and '<section class="il-note no-evidence"><b>gate</b> records no' in gate.text
     assert api(task_path(demo["runs"]["dev"], "archive", "x")).status_code == 400
 
 
@@ -174,7 +195,9 @@ def test_the_run_page_lists_its_report(demo: dict, api) -> None:
     response = api(f"/invarlock/run/invarlock_on_demand/{quote(run_id, safe='')}")
     assert response.status_code == 200
     row = re.search(r'<tr data-report="ui_demo">(.*?)</tr>', response.text).group(1)
-    assert 'class="FAIL"' in row and "ev-" in row and re.search(r"\d\.\d{4} \(95% CI", row)
+    assert 'class="FAIL"' in row and "ev-" in row and re.search(rf"{NUMBER} \(95% CI", row)
+    tab = f"/dags/invarlock_on_demand/runs/{quote(run_id, safe='')}/tasks/archive/plugin/invarlock-report"
+    assert f'<a target="_top" href="{tab}">ui_demo</a>' in row  # a drill-down with a URL of its own
 
 
 @pytest.mark.slow
@@ -191,11 +214,116 @@ def test_the_evidence_page_shows_the_history_and_filters(demo: dict, api) -> Non
 
 
 @pytest.mark.slow
+def test_the_bundle_downloads_as_one_zip_that_verifies(demo: dict, api, tmp_path: Path) -> None:
+    """The zip from the page unpacks to ev-<id>/ as archived; verify passes on it, and with the
+    signer's key trusted on the signed one. Two downloads are the same bytes."""
+    import io
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from invarlock_provider.cli import main
+
+    for profile, verdict in (("ci", "PASS"), ("dev", "FAIL")):
+        page = api(task_path(demo["runs"][profile], "archive")).text
+        href = re.search(r'<a class="button primary download-bundle" href="([^"]+)" download>', page).group(1)
+        response = api(href)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+        evidence_id = demo["bundles"][verdict].name
+        assert response.headers["content-disposition"] == f'attachment; filename="{evidence_id}.zip"'
+        assert response.headers["content-security-policy"].startswith("sandbox;")
+        assert api(href).content == response.content
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            names = archive.namelist()
+            assert all(name.startswith(f"{evidence_id}/") for name in names)
+            assert f"{evidence_id}/baseline/report.json" in names
+            archive.extractall(tmp_path / profile)
+        folder = tmp_path / profile / evidence_id
+        arguments = ["verify", str(folder)]
+        if verdict == "FAIL":  # the signed one: judged against the signer's public key
+            assert (folder / "manifest.sig.json").is_file()
+            arguments += ["--trusted-key", str(demo["keys"] / "public.pem")]
+        verified = CliRunner().invoke(main, arguments, catch_exceptions=False)
+        assert verified.exit_code == 0 and f"consistent, verdict {verdict}" in verified.stdout
+        if verdict == "FAIL":
+            assert f"signed by {demo['signer']} (trusted: " in verified.stdout, verified.stdout
+    evidence = api(f"/invarlock/evidence/ui_demo/{demo['bundles']['PASS'].name}/bundle.zip")
+    assert (
+        evidence.status_code == 200
+        and evidence.content == api(task_path(demo["runs"]["ci"], "archive") + "/bundle.zip").content
+    )
+
+
+@pytest.mark.slow
+def test_a_zip_of_a_bundle_that_no_longer_matches_is_an_error_page(demo: dict, api, fail_bundle: Path) -> None:
+    (fail_bundle / "report.json").write_bytes((fail_bundle / "report.json").read_bytes() + b" ")
+    response = api(task_path(demo["runs"]["dev"], "archive") + "/bundle.zip")
+    assert response.status_code == 400 and "report.json changed" in response.text
+    assert '<section class="il-note il-error" data-status="400">' in response.text
+
+
+@pytest.mark.slow
+def test_an_older_runs_report_tab_shows_its_archived_bundle(demo: dict, api) -> None:
+    """The dev run rebuilt reports/ui_demo after the ci run: the ci run's build_report tab shows the
+    bundle the ci run archived (which never changes), not a digest error."""
+    older = api(task_path(demo["runs"]["ci"], "build_report"))
+    assert older.status_code == 200, older.text
+    assert "was rebuilt by a later run; this is the evidence this run archived" in older.text
+    assert 'data-verdict="PASS"' in older.text and demo["bundles"]["PASS"].name in older.text
+    newer = api(task_path(demo["runs"]["dev"], "build_report"))
+    assert 'data-verdict="FAIL"' in newer.text and "Not archived yet" in newer.text
+
+
+@pytest.mark.slow
+def test_the_evidence_page_filters_pages_and_refuses_bad_filters_with_a_page(demo: dict, api) -> None:
+    listing = api("/invarlock/evidence", params={"per": "25"})
+    assert "Bundles 1&ndash;2 of 2 matching (2 archived)" in listing.text and "page 1 of 1" in listing.text
+    assert "<title>InvarLock evidence</title>" in listing.text
+    passed = api("/invarlock/evidence", params={"verdict": "PASS"})
+    assert re.findall(r'<circle class="point (\w+)"', passed.text) == ["pass"]  # the chart follows the filter
+    tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    assert "No archived bundle matches" in api("/invarlock/evidence", params={"since": tomorrow}).text
+    for params, message in (
+        ({"verdict": "maybe"}, "verdict: expected PASS, FAIL or nothing (any), not &#x27;maybe&#x27;"),
+        ({"since": "yesterday"}, "since: expected a date YYYY-MM-DD"),
+        ({"per": "7"}, "per: expected one of 25, 50, 100, 200, not 7"),
+        ({"page": "9"}, "page 9: there are 1 pages"),
+    ):
+        response = api("/invarlock/evidence", params=params)
+        assert response.status_code in (400, 404) and message in response.text, response.text
+        assert "il-error" in response.text and "application/json" not in response.headers["content-type"]
+
+
+@pytest.mark.slow
+def test_two_bundles_compare_side_by_side(demo: dict, api) -> None:
+    chosen = [f"ui_demo/{demo['bundles'][v].name}" for v in ("PASS", "FAIL")]
+    response = api("/invarlock/evidence/compare", params={"bundle": chosen})
+    assert response.status_code == 200, response.text
+    assert '<section class="il-compare">' in response.text and "min_tokens" in response.text
+    assert only_the_shell_script(response.text, response.headers["content-security-policy"])
+    one = api("/invarlock/evidence/compare", params={"bundle": chosen[:1]})
+    assert one.status_code == 400 and "tick exactly two bundles, not 1" in one.text
+
+
+@pytest.mark.slow
+def test_the_shell_script_is_served_and_named_by_its_hash(api) -> None:
+    import base64
+    import hashlib
+
+    from invarlock_provider.airflow.ui_shell import script_integrity
+
+    response = api("/invarlock/static/invarlock.js")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
+    assert script_integrity() == "sha256-" + base64.b64encode(hashlib.sha256(response.content).digest()).decode()
+
+
+@pytest.mark.slow
 def test_the_extra_link_points_at_the_task_page(demo: dict, api) -> None:
     run_id = demo["runs"]["ci"]
     path = f"/api/v2/dags/invarlock_on_demand/dagRuns/{quote(run_id, safe='')}/taskInstances/archive/links"
     links = api(path).json()["extra_links"]
-    assert links["Evidence"].endswith(task_path(run_id, "archive"))
+    tab = f"/dags/invarlock_on_demand/runs/{quote(run_id, safe='')}/tasks/archive/plugin/invarlock-report"
+    assert links["Evidence"].endswith(tab)  # inside the Airflow shell, not the bare page
 
 
 @pytest.mark.slow
@@ -259,11 +387,11 @@ def test_a_consistently_forged_bundle_shows_the_verdict_of_its_verified_json(
     page = response.text
     assert 'class="invarlock-banner" data-verdict="FAIL"' in page and '<span class="verdict">FAIL</span>' in page
     assert re.search(r"invarlock verify: \d+ checks passed", page) and '<li class="signature">UNSIGNED</li>' in page
-    assert "<h1>Evaluation report" in page and re.search(r'<li class="bad">min_tokens: \d+ not &gt;= \d+', page)
+    assert "<h1>Evaluation report" in page and re.search(r'<li class="bad">min_tokens: \d+, must be &gt;= \d+', page)
     assert_no_hostile_markup(page)
     download = api(f"{archive}/files/evaluation.html")
     assert download.status_code == 200 and HOSTILE_MARKER in download.text  # the stored file, as stored
-    assert download.headers["content-disposition"] == 'attachment; filename="evaluation.html"'
+    assert download.headers["content-disposition"] == f'attachment; filename="{fail_bundle.name}_evaluation.html"'
     assert download.headers["content-security-policy"].startswith("sandbox;")
     assert "script-src" not in download.headers["content-security-policy"]
 
@@ -288,7 +416,7 @@ def test_the_banner_judges_the_signature_against_the_deployments_trusted_keys(
 def refused(response, store: str) -> None:
     assert response.status_code == 403, response.text
     assert f"this task&#x27;s evidence is in {store}, {REFUSED}" in response.text
-    assert '<p class="error" data-status="403">' in response.text  # the plugin's styled error page
+    assert '<section class="il-note il-error" data-status="403">' in response.text  # a styled error page
 
 
 @pytest.mark.slow
@@ -312,7 +440,10 @@ def test_an_xcom_pointing_at_a_local_folder_outside_the_served_stores_is_refused
         refused(api(page), value["bundle_uri"])
         refused(api(f"{page}/files/manifest.json"), value["bundle_uri"])
     run = api(f"/invarlock/run/invarlock_on_demand/{quote(demo['runs']['dev'], safe='')}").text
-    assert '<p class="unserved">Not shown: gate[-1] recorded evidence in a store this deployment does not serve' in run
+    assert (
+        '<p class="unserved il-note">Not shown: gate[-1] recorded evidence in a store this deployment does not serve'
+        in run
+    )
     assert re.search(r'<tr data-report="ui_demo">.*?file://.*?</tr>', run)  # the real bundle, still listed
     refused(api(inject({"report_dir": "file:///etc", "verdict": "PASS"})), "file:///etc")
     for profile, verdict in (("ci", "PASS"), ("dev", "FAIL")):  # the legitimate tasks still render

@@ -153,8 +153,10 @@ def test_every_reader_names_a_hostile_bundle_and_none_shows_a_traceback(
 ) -> None:
     from fastapi import HTTPException
 
-    from invarlock_provider.airflow import evidence_pages
+    from invarlock_provider.airflow import evidence_index, evidence_pages
+    from invarlock_provider.airflow.evidence_index import Filters
     from invarlock_provider.airflow.evidence_store import EvidenceSource
+    from invarlock_provider.airflow.ui_shell import Shell
     from invarlock_provider.errors import InvarlockError
     from invarlock_provider.storage.bundle_reader import guarded, verify_remote_bundle
 
@@ -205,10 +207,11 @@ def test_every_reader_names_a_hostile_bundle_and_none_shows_a_traceback(
             assert uri in stdout + stderr, (command, stdout, stderr)
 
     monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", hostile["root"].as_uri())
-    listing = evidence_pages.evidence_page(EvidenceSource(target, None, "dag"), None, None, root="/invarlock")
-    assert "<h1>Evidence: " in listing  # a listing names a bundle it reads, or names it as left out
+    shell = Shell("/invarlock")
+    listing = evidence_index.evidence_page(shell, EvidenceSource(target, None, "dag"), Filters())
+    assert "<h1>Evidence</h1>" in listing  # a listing names a bundle it reads, or names it as left out
     try:
-        page = evidence_pages.bundle_page(uri, files_link="/invarlock/files")
+        page = evidence_pages.bundle_page(shell, uri, evidence_pages.BundleLinks("/files", "/bundle.zip"))
     except (HTTPException, InvarlockError):
         return  # the app serves these as its styled error pages
     assert uri in page or evidence_pages.esc(uri) in page
