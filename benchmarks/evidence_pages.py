@@ -17,16 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report_build import synthetic_report
+from tests.airflow.nights import build_bundles
 from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
-WINDOWS = 40  # small windows keep building 1,000 real evaluations quick; the pages read manifests
 IMPORT_PROBE = """
 import time, sys
 import airflow.api_fastapi.app, airflow.api_fastapi.core_api.security
@@ -38,37 +36,6 @@ built = time.perf_counter()
 heavy = [m for m in ("torch", "transformers", "datasets", "boto3", "numpy") if m in sys.modules]
 print(f"{(loaded - begin) * 1000:.1f} {(built - loaded) * 1000:.1f} {','.join(heavy) or 'none'}")
 """
-
-
-def build_bundles(root: Path, store, name: str, count: int, now: datetime, seed: int) -> list[str]:
-    """``count`` real, verifiable bundles of ``name``, one per night back from ``now``."""
-    import numpy as np
-
-    from invarlock_provider.reporting.evaluation import write_evaluation
-    from invarlock_provider.reporting.policy import load_tier
-    from invarlock_provider.reporting.run_report import load_run_report
-    from invarlock_provider.storage.archive import archive_report
-
-    rng = np.random.default_rng(seed)
-    base = {s: rng.normal(3.0, 0.3, WINDOWS) for s in ("preview", "final")}
-    (root / "runs" / "baseline").mkdir(parents=True, exist_ok=True)
-    (root / "runs" / "baseline" / "report.json").write_text(json.dumps(synthetic_report("baseline", WINDOWS, base)))
-    baseline = load_run_report(root / "runs" / "baseline" / "report.json", "baseline")
-    policy = load_tier("balanced")
-
-    def night(number: int) -> str:
-        folder = root / f"night{seed}-{number}"
-        shift = 0.002 if number % 10 else 0.2  # every tenth night fails the ratio gate
-        subject = {s: base[s] + np.random.default_rng(number + seed).normal(shift, 0.01, WINDOWS) for s in base}
-        (folder / "runs" / "subject").mkdir(parents=True)
-        (folder / "runs" / "subject" / "report.json").write_text(json.dumps(synthetic_report("s", WINDOWS, subject)))
-        report = load_run_report(folder / "runs" / "subject" / "report.json", "subject")
-        out = folder / "reports" / name
-        write_evaluation(out, report, baseline, policy, copy_baseline=False)
-        return archive_report(store, out, now=now - timedelta(days=count - number)).evidence_id
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(night, range(count)))
 
 
 def timed(get, path: str, **kwargs) -> tuple[float, int]:

@@ -26,10 +26,16 @@ from invarlock_provider.reporting.verify import verify_path
 
 
 def synthetic_report(run_id: str, windows: int, losses: dict[str, np.ndarray]) -> dict:
+    """A run report with the windows its seed selects (as ``invarlock verify`` recomputes them)."""
+    from invarlock_provider.evaluation.windows import select_window_ids
+
+    candidates, seed = 4 * windows, 0
+    selected = dict(zip(("preview", "final"), select_window_ids(candidates, windows, windows, seed), strict=True))
+
     def block(split: str, offset: int) -> dict:
         return {
-            "window_ids": list(range(offset, offset + windows)),
-            "token_digests": [f"{i:064x}" for i in range(offset, offset + windows)],
+            "window_ids": list(selected[split]),
+            "token_digests": [f"{i:064x}" for i in selected[split]],
             "logloss": losses[split].tolist(),
             "token_counts": [511] * windows,
         }
@@ -44,12 +50,28 @@ def synthetic_report(run_id: str, windows: int, losses: dict[str, np.ndarray]) -
             "stride": 512,
             "preview_n": windows,
             "final_n": windows,
+            "candidate_windows": candidates,
+            "seed": seed,
             "windows_digest": "w" * 64,
         },
         "evaluation_windows": {"preview": block("preview", 0), "final": block("final", windows)},
         "metrics": {"primary_metric": {"kind": "ppl", "preview": 20.0, "final": 20.0}},
         "edit": {"name": "quant8"},
-        "guards": [],
+        "guards": [  # both sides measured alike, so only the windows decide the verdict
+            {"name": "invariants", "passed": True, "metrics": {"parameters": 1}, "violations": []},
+            {
+                "name": "spectral",
+                "passed": True,
+                "metrics": {
+                    "modules": [
+                        {"name": f"h.{layer}.{family}", "family": family, "layer": layer, "sigma_max": 1.0}
+                        for layer in range(2)
+                        for family in ("attention", "mlp")
+                    ]
+                },
+                "violations": [],
+            },
+        ],
     }
 
 

@@ -35,7 +35,7 @@ border-radius:6px;padding:8px}
 figcaption{font-size:12px;color:var(--il-muted);margin-top:4px}
 nav.pager{display:flex;gap:12px;align-items:center;margin:10px 0}
 td.control{color:var(--il-muted)}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-.compare-bar{display:flex;gap:10px;align-items:center;margin:8px 0}
+.compare-bar{display:flex;gap:10px;align-items:center;margin:8px 0}.il-compare svg{max-width:960px}
 """
 
 
@@ -260,17 +260,20 @@ def _table(shell: Shell, store: Any, rows: list[Any], expected: Any, link: Any) 
         lines.append(
             f'<tr data-evidence-id="{esc(point.evidence_id)}"><td><input type="checkbox" name="bundle" '
             f'value="{esc(value)}" aria-label="compare {esc(point.evidence_id)}"></td>'
-            f"<td>{esc(shell.time(point.created_at, with_zone=False))}</td><td>{esc(point.report_name)}</td>"
-            f'<td class="{esc(point.verdict)}{" control" if control else ""}">{esc(verdict)}</td>'
-            f'<td class="num">{ratio_text(point.ratio, point.ci)}</td><td>{esc(point.tier)}</td>'
-            f'<td class="num">{"&le; " + sig4(point.ratio_limit) if point.ratio_limit is not None else "-"}</td>'
-            f"<td>{esc(subject.get('model_id', 'unreadable'))} ({esc(subject.get('edit', '-'))})</td>"
-            f'<td><a href="{esc(link(point))}"><code>{esc(point.evidence_id)}</code></a></td></tr>'
+            f'<td data-label="archived">{esc(shell.time(point.created_at, with_zone=False))}</td>'
+            f'<td data-label="report">{esc(point.report_name)}</td>'
+            f'<td data-label="verdict" class="{esc(point.verdict)}{" control" if control else ""}">{esc(verdict)}</td>'
+            f'<td data-label="ratio" class="num">{ratio_text(point.ratio, point.ci)}</td>'
+            f'<td data-label="tier">{esc(point.tier)}</td><td data-label="limit" class="num">'
+            f"{'&le; ' + sig4(point.ratio_limit) if point.ratio_limit is not None else '-'}</td>"
+            f'<td data-label="subject">{esc(subject.get("model_id", "unreadable"))} '
+            f"({esc(subject.get('edit', '-'))})</td>"
+            f'<td data-label="bundle"><a href="{esc(link(point))}"><code>{esc(point.evidence_id)}</code></a></td></tr>'
         )
     return (
         f'<form method="get" action="{esc(shell.root)}/evidence/compare"><div class="compare-bar">'
         '<button type="submit">Compare selected (two)</button><span class="muted">tick two rows</span></div>'
-        '<div class="wide"><table class="bundles"><thead><tr><th></th><th>archived</th><th>report</th>'
+        '<div class="wide"><table class="bundles cards"><thead><tr><th></th><th>archived</th><th>report</th>'
         "<th>verdict</th><th>ratio (95% CI)</th><th>tier</th><th>limit</th><th>subject model (edit)</th>"
         f"<th>bundle</th></tr></thead><tbody>{''.join(lines)}</tbody></table></div></form>"
     )

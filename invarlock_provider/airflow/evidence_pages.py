@@ -15,7 +15,6 @@ run's archived bundle, which never changes, or says where the evidence went.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,6 @@ CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", 
 DOWNLOAD_CSP = "sandbox; default-src 'none'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 AIRFLOW_LABELS = ("airflow_dag_id", "airflow_run_id")
 REPORTS_SIGNATURE = "UNSIGNED: a reports folder is signed, if at all, when it is archived"
-LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:[eE][+-]?\d+)?")
 
 
 def sig4(value: Any) -> str:
@@ -65,11 +63,6 @@ def sig4(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return esc(value)
-
-
-def readable(text: str) -> str:
-    """A stored reason with its raw floats (``1.3960083573050346``) cut to 4 significant digits."""
-    return LONG_FLOAT.sub(lambda match: f"{float(match.group()):.4g}", text)
 
 
 def ratio_text(ratio: Any, ci: Any) -> str:
@@ -122,6 +115,8 @@ def banner(verification: Any, where: str, signature: str) -> str:
     metric = evaluation.get("primary_metric") or {}
     verdict = evaluation["verdict"]
     gates = failed_gates(evaluation)
+    from invarlock_provider.reporting.html import readable
+
     reasons = gates or [readable(str(reason)) for reason in evaluation["reasons"]]
     listed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in reasons)
     return (
@@ -142,16 +137,29 @@ class Origin:
     task_id: str
     map_index: int = -1
 
+    def run_link(self, shell: Shell) -> str:
+        return f"{shell.airflow}/dags/{quote(self.dag_id, safe='')}/runs/{quote(self.run_id, safe='')}"
+
+    def task_link(self, shell: Shell) -> str:
+        task = f"{self.run_link(shell)}/tasks/{quote(self.task_id, safe='')}"
+        return task + (f"/mapped/{self.map_index}" if self.map_index >= 0 else "")
+
     def links(self, shell: Shell) -> str:
-        run = f"{shell.airflow}/dags/{quote(self.dag_id, safe='')}/runs/{quote(self.run_id, safe='')}"
-        task = f"{run}/tasks/{quote(self.task_id, safe='')}"
-        if self.map_index >= 0:
-            task += f"/mapped/{self.map_index}"
-        label = f"{self.task_id}[{self.map_index}]" if self.map_index >= 0 else self.task_id
-        return (
-            f'<a target="_top" href="{esc(run)}">DAG run {esc(self.dag_id)} / {esc(self.run_id)}</a>'
-            f'<a target="_top" href="{esc(task)}">task {esc(label)} (log)</a>'
-        )
+        return origin_links(shell, [self])
+
+
+def origin_links(shell: Shell, origins: list[Origin]) -> str:
+    """Each DAG run once, then each task's log, in the order given."""
+    parts: list[str] = []
+    runs: set[tuple[str, str]] = set()
+    for origin in dict.fromkeys(origins):
+        if (origin.dag_id, origin.run_id) not in runs:
+            runs.add((origin.dag_id, origin.run_id))
+            label = f"DAG run {origin.dag_id} / {origin.run_id}"
+            parts.append(f'<a target="_top" href="{esc(origin.run_link(shell))}">{esc(label)}</a>')
+        task = f"{origin.task_id}[{origin.map_index}]" if origin.map_index >= 0 else origin.task_id
+        parts.append(f'<a target="_top" href="{esc(origin.task_link(shell))}">task {esc(task)} (log)</a>')
+    return "".join(parts)
 
 
 def producing_origins(verification: Any) -> list[Origin]:
@@ -264,7 +272,7 @@ def evidence_view(
     title: str | None = None,
     nav: str = "",
 ) -> str:
-    top = (f'<nav class="il-nav">{nav}</nav>' if nav else "") + extra + banner(verification, where, signature)
+    top = (f'<nav class="il-nav">{nav}</nav>' if nav else "") + banner(verification, where, signature) + extra
     report = _report(verification, "")
     head = title or _title(verification, where)
     if report is None:
@@ -300,7 +308,7 @@ def bundle_page(shell: Shell, uri: str, links: BundleLinks, origin: Origin | Non
         files = _listed_files(folder)
     signature = signature_status(verification, trust)
     origins = producing_origins(verification)
-    nav = "".join(o.links(shell) for o in ([origin] if origin else []) + origins[:1])
+    nav = origin_links(shell, ([origin] if origin else []) + origins)
     history = f"{shell.root}/evidence?report={quote(key.rstrip('/').split('/')[-2])}"
     nav += f'<a href="{esc(history)}">history of this report</a>'
     extra = (f'<p class="il-note">{esc(note)}</p>' if note else "") + downloads(
@@ -403,15 +411,16 @@ def run_page(shell: Shell, dag_id: str, run_id: str, values: list[tuple[str, int
         if "bundle_uri" in value or "link" not in entry:  # the archived bundle's page when there is one
             entry["link"] = task_tab(shell, Origin(dag_id, run_id, task_id, map_index))
     rows = "".join(
-        f'<tr data-report="{esc(name)}"><td><a target="_top" href="{esc(entry["link"])}">{esc(name)}</a></td>'
-        f'<td class="{esc(entry.get("verdict"))}">{esc(entry.get("verdict"))}</td>'
-        f"<td>{ratio_text(entry.get('ratio'), entry.get('ci'))}</td><td>{esc(entry.get('tier', '-'))}</td>"
-        f"<td><code>{esc(entry.get('bundle_uri', 'not archived'))}</code></td></tr>"
+        f'<tr data-report="{esc(name)}"><td data-label="report"><a target="_top" href="{esc(entry["link"])}">'
+        f'{esc(name)}</a></td><td data-label="verdict" class="{esc(entry.get("verdict"))}">'
+        f'{esc(entry.get("verdict"))}</td><td data-label="ratio">{ratio_text(entry.get("ratio"), entry.get("ci"))}'
+        f'</td><td data-label="tier">{esc(entry.get("tier", "-"))}</td><td data-label="bundle">'
+        f"{_bundle_cell(entry.get('bundle_uri'))}</td></tr>"
         for name, entry in sorted(reports.items())
     )
     table = (
-        '<div class="wide"><table><thead><tr><th>report</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th>'
-        f"<th>bundle</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        '<table class="cards"><thead><tr><th>report</th><th>verdict</th><th>ratio (95% CI)</th><th>tier</th>'
+        f"<th>bundle</th></tr></thead><tbody>{rows}</tbody></table>"
         if rows
         else '<p class="il-note">No report in this run (yet).</p>'
     )
@@ -422,6 +431,13 @@ def run_page(shell: Shell, dag_id: str, run_id: str, values: list[tuple[str, int
         )
     title = f"Reports of {dag_id} / {run_id}"
     return shell.page(title, f"<h1>{esc(title)}</h1>{table}")
+
+
+def _bundle_cell(uri: Any) -> str:
+    """The evidence id, the full URI on hover: a long URI must not set the width of a narrow pane."""
+    if not isinstance(uri, str):
+        return "not archived"
+    return f'<code title="{esc(uri)}">{esc(uri.rstrip("/").rsplit("/", 1)[-1])}</code>'
 
 
 def task_tab(shell: Shell, origin: Origin) -> str:

@@ -66,6 +66,14 @@ select,input{font:inherit;font-size:13px;color:var(--il-fg);background:var(--il-
 border:1px solid var(--il-border);border-radius:6px;padding:3px 6px}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:0 10px;margin:0}dl.kv dt{color:var(--il-muted)}
 dl.kv dd{margin:0}
+@media (max-width:640px){main{padding:10px 10px 24px}
+table.cards,table.cards tbody{display:block;border:0;background:none}
+table.cards thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+table.cards tr{display:block;background:var(--il-surface);border:1px solid var(--il-border);border-radius:6px;
+margin:0 0 8px;padding:6px 0}
+table.cards td{display:block;border:0;padding:2px 10px}
+table.cards td[data-label]::before{content:attr(data-label) ": ";color:var(--il-muted);font-weight:400}
+table:not(.cards){display:block;overflow-x:auto}}
 """
 )
 

@@ -204,6 +204,7 @@ def write_evaluation(
     policy: TierPolicy,
     *,
     copy_baseline: bool = False,
+    created_at: datetime | None = None,
 ) -> tuple[Path, dict[str, Any], list[Path]]:
     """Write report.json (subject copy), optionally the baseline copies, then the evaluation.
 
@@ -233,7 +234,7 @@ def write_evaluation(
             write_bytes_atomic(newest, baseline.raw)
             beside.append(newest)
         baseline = RunReport(path=pinned, raw=baseline.raw, data=baseline.data)
-    evaluation = build_evaluation(subject, baseline, policy, output_dir=output_dir)
+    evaluation = build_evaluation(subject, baseline, policy, output_dir=output_dir, created_at=created_at)
     if (output_dir / REPORT_FILE).resolve() != subject.path.resolve():
         write_bytes_atomic(output_dir / REPORT_FILE, subject.raw)
     (output_dir / HTML_FILE).unlink(missing_ok=True)  # rendered from an older evaluation

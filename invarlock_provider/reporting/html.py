@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,16 @@ dl.kv dd{margin:0}
 """
 
 
+LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:[eE][+-]?\d+)?")
+
+
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def readable(text: str) -> str:
+    """A stored reason with its raw floats (``1.3960083573050346``) cut to 4 significant digits."""
+    return LONG_FLOAT.sub(lambda match: f"{float(match.group()):.4g}", text)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -319,7 +328,9 @@ def render_html(
         parts.append("pairing failed: no ratio")
     parts.append("</div></div>")
     if evaluation.get("reasons"):
-        parts.append("<ul class='reasons'>" + "".join(f"<li>{esc(r)}</li>" for r in evaluation["reasons"]) + "</ul>")
+        parts.append(
+            "<ul class='reasons'>" + "".join(f"<li>{esc(readable(r))}</li>" for r in evaluation["reasons"]) + "</ul>"
+        )
 
     parts.append("<h2>Gates</h2>")
     parts.append(

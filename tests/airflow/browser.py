@@ -80,11 +80,14 @@ class Browser:
 
     def click(self, element: str, timeout: float = 30) -> None:
         """A real mouse click (DevTools input events) at the centre of the element the JavaScript
-        expression ``element`` finds, once it is there and has a size: what a user's click does."""
+        expression ``element`` finds, once it is there and has a size: what a user's click does. An
+        element inside a same-origin frame (``...contentDocument.querySelector(...)``) is clicked there."""
         where = (
             f"(() => {{ const e = {element}; if (!e) return null; e.scrollIntoView({{block: 'center'}}); "
-            "const r = e.getBoundingClientRect(); "
-            "return r.width && r.height ? [r.x + r.width / 2, r.y + r.height / 2] : null; })()"
+            "const r = e.getBoundingClientRect(); if (!r.width || !r.height) return null; "
+            "let x = r.x + r.width / 2, y = r.y + r.height / 2; "
+            "const frame = e.ownerDocument.defaultView.frameElement; "
+            "if (frame) { const f = frame.getBoundingClientRect(); x += f.x; y += f.y; } return [x, y]; })()"
         )
         deadline = time.monotonic() + timeout
         while (point := self.evaluate(where)) is None:
@@ -100,7 +103,9 @@ class Browser:
 
     def wait(self, condition: str, timeout: float = 60) -> Any:
         """The value of the JavaScript expression ``condition`` once it is truthy (an element: True)."""
-        probe = f"(() => {{ const v = ({condition}); return v instanceof Node ? true : v; }})()"
+        probe = (
+            f"(() => {{ const v = ({condition}); return v && typeof v === 'object' && 'nodeType' in v ? true : v; }})()"
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(RuntimeError):
@@ -108,6 +113,11 @@ class Browser:
                     return value
             time.sleep(0.3)
         raise AssertionError(f"not true within {timeout}s: {condition}")
+
+    def download_to(self, folder: Path) -> None:
+        """Files the page downloads land in ``folder``, as a user's browser saves them."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(folder))
 
     def dom(self) -> str:
         return str(self.evaluate("document.documentElement.outerHTML"))

@@ -1,6 +1,7 @@
-"""End to end: the README's `airflow standalone` block on 127.0.0.1, the on-demand DAG triggered
-through the REST API (one PASS, one FAIL), its bundles verified, and the evidence pages driven in
-Debian's headless Chromium (screenshots under test-artifacts/ui/)."""
+"""End to end: the README's `airflow standalone` block on 127.0.0.1, the on-demand DAG triggered from
+its form in Debian's headless Chromium with the defaults (PASS) and with profile=dev (FAIL), its
+bundles verified, one downloaded from its page and verified, and the evidence pages clicked through
+in Airflow's light and dark themes (screenshots under test-artifacts/ui/)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,16 +147,85 @@ class ReadmeStandalone(Standalone):
         except urllib.error.HTTPError as error:
             return error.code
 
-    def trigger(self, token: str, conf: dict) -> tuple[str, str]:
-        body = {"logical_date": None, "conf": conf}
-        run = self.request("POST", "/api/v2/dags/invarlock_on_demand/dagRuns", body, token)
-        path = f"/api/v2/dags/invarlock_on_demand/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
-        state = self.wait_for(
+    def finished(self, token: str, run_id: str) -> str:
+        """The DAG run's final state, read from the REST API (it was started from the UI)."""
+        path = f"/api/v2/dags/invarlock_on_demand/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        return self.wait_for(
             lambda: (s := self.request("GET", path, token=token)["state"]) in ("success", "failed") and s,
             600,
-            f"the DAG run {run['dag_run_id']} to finish",
+            f"the DAG run {run_id} to finish",
         )
-        return run["dag_run_id"], state
+
+
+TRIGGER = "document.querySelector('button[aria-label=\"Trigger Dag\"]')"
+FORM = "document.querySelector('[role=dialog] #element_profile')"
+SUBMIT = (
+    "Array.from(document.querySelectorAll('[role=dialog] button'))"
+    ".find(b => b.innerText.trim() === 'Trigger' && !b.disabled)"
+)
+FRAME = "document.querySelector('iframe')"
+IN_FRAME = "document.querySelector('iframe').contentDocument"
+
+
+def trigger_from_the_form(browser: Browser, site: str, profile: str | None = None) -> str:
+    """Open the DAG, click Trigger, keep every default (but ``profile``, picked from its list) and
+    click the form's Trigger button, as a user does; the run id the UI then shows."""
+    browser.open(f"{site}/dags/invarlock_on_demand", ready=TRIGGER)
+    for _ in range(10):  # the first click can land before the page's handlers are attached
+        browser.click(TRIGGER)
+        with contextlib.suppress(AssertionError):
+            browser.wait(FORM, timeout=5)
+            break
+    if profile is not None:
+        chosen = f"document.querySelector('input[name=element_profile]').value === '{profile}'"
+        for _ in range(5):  # the list opens with an animation: a click may land before it settles
+            browser.click("document.querySelector('#element_profile input[role=combobox]')")
+            time.sleep(0.5)
+            browser.click(
+                "Array.from(document.querySelectorAll('[id*=-option-]'))"
+                f".find(option => option.innerText.trim() === '{profile}')"
+            )
+            with contextlib.suppress(AssertionError):
+                browser.wait(chosen, timeout=3)
+                break
+        assert browser.evaluate(chosen), f"profile {profile} not chosen in the form"
+    started = "location.pathname.includes('/runs/') && location.pathname"
+    for _ in range(5):
+        browser.click(SUBMIT)  # only found while enabled: a form with the defaults is valid
+        with contextlib.suppress(AssertionError):
+            path = browser.wait(started, timeout=10)
+            return urllib.parse.unquote(path.split("/runs/", 1)[1].split("/", 1)[0])
+    browser.screenshot(ARTIFACTS / "trigger-form-stuck.png")
+    raise AssertionError("the trigger form did not start a run; see trigger-form-stuck.png")
+
+
+def in_both_themes(browser: Browser, url: str, ready: str, name: str, then: str | None = None) -> None:
+    """Screenshots of one page in Airflow's light and dark themes (the UI keeps the choice in
+    localStorage); ``then`` runs before each screenshot (a click that changes the layout)."""
+    for theme in ("light", "dark"):
+        browser.open(url, ready=ready)
+        browser.evaluate(f"localStorage.setItem('theme', '{theme}')")
+        browser.open(url, ready=ready)
+        if then:
+            browser.click(then)
+        browser.wait(f"document.documentElement.classList.contains('{theme}')")
+        browser.wait(f"!{FRAME} || {IN_FRAME}.documentElement.dataset.theme === '{theme}'")
+        time.sleep(1.5)  # charts and frames settle
+        browser.screenshot(ARTIFACTS / f"{name}-{theme}.png")
+
+
+def seed_nights(evidence: Path, scratch: Path) -> None:
+    """Weeks of nightly bundles in two tiers and a negative control, beside the runs the test starts."""
+    from datetime import UTC, datetime
+
+    from invarlock_provider.airflow.hooks import EvidenceStoreHook
+    from tests.airflow.nights import build_bundles
+
+    store = EvidenceStoreHook(None).get_store(evidence.as_uri())
+    now = datetime.now(UTC).replace(microsecond=0)
+    build_bundles(scratch / "a", store, "quant8_balanced", 20, now, seed=1, tier="balanced")
+    build_bundles(scratch / "b", store, "quant8_conservative", 14, now, seed=2, tier="conservative", fail_every=4)
+    build_bundles(scratch / "c", store, "pruned70_control_balanced", 6, now, seed=3, fail_every=1)
 
 
 @pytest.fixture
@@ -179,43 +250,67 @@ def test_the_readme_block_runs_and_the_ui_shows_the_evidence(standalone: ReadmeS
     standalone.wait_for(
         lambda: standalone.request("GET", "/api/v2/dags/invarlock_on_demand", token=token), 240, "the DAG to be parsed"
     )
-    standalone.request("PATCH", "/api/v2/dags/invarlock_on_demand", {"is_paused": False}, token)
-    passed, state = standalone.trigger(token, {"profile": "ci", "report_name": "via_ui"})
-    assert state == "success"
-    failed, state = standalone.trigger(token, {"profile": "dev", "report_name": "via_ui"})
-    assert state == "failed"  # the gate: dev scores too few tokens for any tier
-    bundles = sorted(p.parent for p in (standalone.evidence / "via_ui").glob("*/manifest.json"))
-    assert len(bundles) == 2
-    for bundle in bundles:
-        code, stdout, _ = cli("verify", str(bundle))
-        assert code == 0, stdout
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     site = f"http://127.0.0.1:{standalone.port}"
     browser = Browser(tmp_path / "chromium")
     try:
         browser.set_cookie("_token", token, site)  # the session cookie the login page would set
-        task = f"{site}/dags/invarlock_on_demand/runs/{urllib.parse.quote(failed, safe='')}/tasks/archive"
-        browser.open(f"{task}/plugin/invarlock-report", ready="document.querySelector('iframe')")
-        frame = browser.evaluate("document.querySelector('iframe').src")
-        assert "/invarlock/task/invarlock_on_demand/" in frame
-        time.sleep(3)  # the frame's report
-        browser.screenshot(ARTIFACTS / "task-instance.png")
-        browser.open(frame, ready="document.querySelector('.invarlock-banner')")
-        page = browser.dom()
+        passed = trigger_from_the_form(browser, site)  # every default: profile ci
+        failed = trigger_from_the_form(browser, site, profile="dev")
+        assert standalone.finished(token, passed) == "success"
+        assert standalone.finished(token, failed) == "failed"  # the gate: dev scores too few tokens for any tier
+        bundles = sorted(p.parent for p in (standalone.evidence / "on_demand").glob("*/manifest.json"))
+        assert len(bundles) == 2
+        for bundle in bundles:
+            code, stdout, _ = cli("verify", str(bundle))
+            assert code == 0, stdout
+        seed_nights(standalone.evidence, tmp_path / "nights")
+
+        run = f"{site}/dags/invarlock_on_demand/runs/{urllib.parse.quote(failed, safe='')}"
+        task_tab = f"{run}/tasks/archive/plugin/invarlock-report"
+        banner = f"{FRAME} && {IN_FRAME}.querySelector('.invarlock-banner')"
+        in_both_themes(browser, task_tab, banner, "task-instance")
+        page = browser.evaluate(f"{IN_FRAME}.documentElement.outerHTML")
         assert 'data-verdict="FAIL"' in page and "min_tokens" in page
-        assert re.search(r'<span class="ratio">\d\.\d{4} \(95% CI', page)
-        assert re.search(r"invarlock verify: \d+ checks passed", page)
-        browser.open(f"{site}/plugin/invarlock-evidence", ready="document.querySelector('iframe')")
-        time.sleep(3)
-        browser.screenshot(ARTIFACTS / "evidence-nav.png")
-        browser.open(f"{site}/invarlock/evidence", ready="document.querySelector('svg.history')")
-        browser.screenshot(ARTIFACTS / "evidence.png")
-        evidence = browser.dom()
+        assert browser.evaluate(f"{IN_FRAME}.querySelector('button[data-copy]').hidden") is False  # the script ran
+        browser.download_to(tmp_path / "downloads")
+        browser.click(f"{IN_FRAME}.querySelector('a.download-bundle')")
+        archive = standalone.wait_for(lambda: next((tmp_path / "downloads").glob("ev-*.zip"), None), 60, "the zip")
+        with zipfile.ZipFile(archive) as opened:
+            opened.extractall(tmp_path / "unzipped")
+        code, stdout, _ = cli("verify", str(tmp_path / "unzipped" / archive.stem))
+        assert code == 0 and "consistent, verdict FAIL" in stdout, stdout
+
+        reports = f"{FRAME} && {IN_FRAME}.querySelector('tr[data-report]')"
+        in_both_themes(browser, f"{run}/plugin/invarlock-run", reports, "run-grid")
+        graph = "document.querySelector('button[aria-label^=\"Show Graph\"]')"
+        in_both_themes(browser, f"{run}/plugin/invarlock-run", reports, "run-graph", then=graph)
+        browser.click(graph.replace("Graph", "Grid"))
+
+        evidence = f"{site}/plugin/invarlock-evidence"
+        charts = f"{FRAME} && {IN_FRAME}.querySelectorAll('svg.history').length === 4"
+        in_both_themes(browser, evidence, charts, "evidence")
+        listing = browser.evaluate(f"{IN_FRAME}.documentElement.outerHTML")
+        assert "Bundles 1\u201325 of 42 matching (42 archived)" in listing and "page 1 of 2" in listing
+        assert 'class="point fail control"' in listing  # the negative control's FAILs are expected
+        for index in (0, 1):
+            browser.click(f"{IN_FRAME}.querySelectorAll('table.bundles input[type=checkbox]')[{index}]")
+        browser.click(f"Array.from({IN_FRAME}.querySelectorAll('button')).find(b => b.innerText.startsWith('Compare'))")
+        browser.wait(f"{IN_FRAME}.querySelector('section.il-compare')")
+        compare = browser.evaluate(f"{FRAME}.contentWindow.location.href")
+        for theme in ("light", "dark"):
+            browser.evaluate(f"localStorage.setItem('theme', '{theme}')")
+            browser.open(evidence, ready=charts)
+            browser.evaluate(f"{FRAME}.src = {json.dumps(compare)}")
+            browser.wait(f"{IN_FRAME}.querySelector('section.il-compare')")
+            time.sleep(1.5)
+            browser.screenshot(ARTIFACTS / f"compare-{theme}.png")
+            browser.evaluate(f"{FRAME}.src = '/invarlock/evidence?page=99'")
+            browser.wait(f"{IN_FRAME}.querySelector('.il-error')")
+            time.sleep(1)
+            browser.screenshot(ARTIFACTS / f"error-{theme}.png")
     finally:
         browser.close()
-    points = re.findall(r'<circle class="point (pass|fail)" data-evidence-id="(ev-[0-9a-f]{24})"', evidence)
-    assert [p[0] for p in points] == ["pass", "fail"] and {p[1] for p in points} == {b.name for b in bundles}
 
     assert standalone.status("/invarlock/evidence") == 401  # no cookie, no token
     task_page = f"/invarlock/task/invarlock_on_demand/{urllib.parse.quote(passed, safe='')}/archive/-1"
