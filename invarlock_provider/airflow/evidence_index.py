@@ -10,19 +10,18 @@ expected (a negative control) comes from the nightly plan the deployment runs.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import HTTPException
 
-from invarlock_provider.airflow.evidence_pages import failed_gates, ratio_text, sig4
+from invarlock_provider.airflow.evidence_pages import failed_gates, ratio_text
 from invarlock_provider.airflow.evidence_store import EvidenceSource, check_bundle_path
-from invarlock_provider.airflow.ui_shell import Shell, esc
+from invarlock_provider.airflow.ui_shell import Shell
+from invarlock_provider.reporting.text import esc, fmt
 
 PAGE_SIZES = (25, 50, 100, 200)
 VERDICTS = ("PASS", "FAIL")
@@ -160,7 +159,7 @@ def _in_range(point: Any, filters: Filters, shell: Shell) -> bool:
 
 
 def evidence_page(shell: Shell, source: EvidenceSource, filters: Filters) -> str:
-    from invarlock_provider.reporting.history_html import HISTORY_CSS, history_chart
+    from invarlock_provider.reporting.history_html import HISTORY_CSS, history_sections
     from invarlock_provider.storage.history import report_history
 
     store, prefix = source.open()
@@ -187,18 +186,7 @@ def evidence_page(shell: Shell, source: EvidenceSource, filters: Filters) -> str
 
     shown = {name: [p for p in points if keep(p)] for name, points in history.reports.items()}
     shown = {name: points for name, points in shown.items() if points}
-    sections = []
-    for name, points in shown.items():
-        fails = sum(1 for p in points if p.verdict == "FAIL" and expected(p) == "PASS")
-        controls = sum(1 for p in points if p.verdict == "FAIL" and expected(p) == "FAIL")
-        caption = f"{len(points)} bundles, {fails} unexpected FAIL" + (
-            f", {controls} expected FAIL (negative control)" if controls else ""
-        )
-        chart = history_chart(points, link, tz=shell.tz, expected=expected, hover=hover)
-        sections.append(
-            f'<section class="report" id="{esc(name)}"><h2>{esc(name)}</h2>'
-            f'<figure class="history">{chart}<figcaption>{esc(caption)}</figcaption></figure></section>'
-        )
+    sections = history_sections(shown, link, tz=shell.tz, expected=expected, hover=hover, tables=False)
     rows = sorted((p for points in shown.values() for p in points), key=lambda p: p.created_at, reverse=True)
     pages = max(1, -(-len(rows) // filters.per))
     if filters.page > pages:
@@ -215,7 +203,7 @@ def evidence_page(shell: Shell, source: EvidenceSource, filters: Filters) -> str
         body += (
             f'<p class="summary">Bundles {start + 1}&ndash;{min(start + filters.per, len(rows))} of {len(rows)} '
             f"matching ({len(every)} archived)</p>"
-            + "".join(sections)
+            + sections
             + _table(shell, store, rows[start : start + filters.per], expected, link)
             + _pager(shell, filters, pages)
         )
@@ -265,7 +253,7 @@ def _table(shell: Shell, store: Any, rows: list[Any], expected: Any, link: Any) 
             f'<td data-label="verdict" class="{esc(point.verdict)}{" control" if control else ""}">{esc(verdict)}</td>'
             f'<td data-label="ratio" class="num">{ratio_text(point.ratio, point.ci)}</td>'
             f'<td data-label="tier">{esc(point.tier)}</td><td data-label="limit" class="num">'
-            f"{'&le; ' + sig4(point.ratio_limit) if point.ratio_limit is not None else '-'}</td>"
+            f"{'&le; ' + fmt(point.ratio_limit) if point.ratio_limit is not None else '-'}</td>"
             f'<td data-label="subject">{esc(subject.get("model_id", "unreadable"))} '
             f"({esc(subject.get('edit', '-'))})</td>"
             f'<td data-label="bundle"><a href="{esc(link(point))}"><code>{esc(point.evidence_id)}</code></a></td></tr>'
@@ -293,7 +281,13 @@ def _pager(shell: Shell, filters: Filters, pages: int) -> str:
 
 def compare_page(shell: Shell, source: EvidenceSource, chosen: list[str]) -> str:
     """Two bundles side by side, each verified afresh; one that does not verify is shown as such."""
-    from invarlock_provider.airflow.evidence_pages import BANNER_CSS, banner, signature_status, source_bundle_uri
+    from invarlock_provider.airflow.evidence_pages import (
+        BANNER_CSS,
+        banner,
+        signature_status,
+        source_bundle_uri,
+        verified_bundle,
+    )
     from invarlock_provider.reporting.compare_html import COMPARE_CSS, ComparedBundle, compare_section
     from invarlock_provider.storage.signing import deployment_trust
 
@@ -308,7 +302,7 @@ def compare_page(shell: Shell, source: EvidenceSource, chosen: list[str]) -> str
     sides, banners = [], []
     for report, evidence_id in pairs:
         uri = source_bundle_uri(source, report, evidence_id)
-        verification = _verified(uri, trust)
+        verification, _ = verified_bundle(uri, trust)
         link = f"{shell.root}/evidence/{report}/{evidence_id}"
         if not verification.ok or verification.recomputed is None or len(verification.reports) != 2:
             banners.append(banner(verification, uri, signature_status(verification, trust)))
@@ -330,14 +324,3 @@ def compare_page(shell: Shell, source: EvidenceSource, chosen: list[str]) -> str
     else:
         body += compare_section(sides[0], sides[1])
     return shell.page("Compare bundles", body, COMPARE_CSS + BANNER_CSS)
-
-
-def _verified(uri: str, trust: Any) -> Any:
-    """One bundle verified from the store as it is now (any object may have been replaced since)."""
-    from invarlock_provider.airflow.evidence_store import open_bundle_store, served_conn_id
-    from invarlock_provider.storage.bundle_reader import guarded, verify_fetched_bundle
-
-    store, key = open_bundle_store(uri, served_conn_id(uri), cached=False)
-    with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
-        folder = Path(scratch) / "bundle"
-        return guarded(uri, lambda: verify_fetched_bundle(store, key, uri, folder, trust, attachments=False))

@@ -32,7 +32,8 @@ from invarlock_provider.airflow.evidence_store import (
     served_stores,
     serving_store,
 )
-from invarlock_provider.airflow.ui_shell import Shell, esc
+from invarlock_provider.airflow.ui_shell import Shell
+from invarlock_provider.reporting.text import esc, fmt, readable
 
 BANNER_CSS = """
 .invarlock-banner{background:var(--il-surface);border:1px solid var(--il-border);border-left:6px solid var(--il-pass);
@@ -54,30 +55,19 @@ AIRFLOW_LABELS = ("airflow_dag_id", "airflow_run_id")
 REPORTS_SIGNATURE = "UNSIGNED: a reports folder is signed, if at all, when it is archived"
 
 
-def sig4(value: Any) -> str:
-    """A number as people read it: 4 significant digits, integers as they are."""
-    if isinstance(value, bool) or value is None:
-        return esc(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
-    return esc(value)
-
-
 def ratio_text(ratio: Any, ci: Any) -> str:
     if ratio is None:
         return "no ratio"
-    interval = f" (95% CI {sig4(ci[0])} - {sig4(ci[1])})" if isinstance(ci, list) and len(ci) == 2 else ""
-    return f"{sig4(ratio)}{interval}"
+    interval = f" (95% CI {fmt(ci[0])} - {fmt(ci[1])})" if isinstance(ci, list) and len(ci) == 2 else ""
+    return f"{fmt(ratio)}{interval}"
 
 
 def gate_text(gate: dict[str, Any]) -> str:
     """``ratio: 1.396, must be <= 1.102``: the value, the rule and the limit, for people."""
     rule = gate.get("comparison") or ""
     limit = gate.get("limit")
-    limit_text = f"[{sig4(limit[0])}, {sig4(limit[1])}]" if isinstance(limit, list) and len(limit) == 2 else sig4(limit)
-    return f"{gate.get('name')}: {sig4(gate.get('value'))}, must be {rule} {limit_text}".strip()
+    limit_text = f"[{fmt(limit[0])}, {fmt(limit[1])}]" if isinstance(limit, list) and len(limit) == 2 else fmt(limit)
+    return f"{gate.get('name')}: {fmt(gate.get('value'))}, must be {rule} {limit_text}".strip()
 
 
 def failed_gates(evaluation: dict[str, Any]) -> list[str]:
@@ -115,7 +105,6 @@ def banner(verification: Any, where: str, signature: str) -> str:
     metric = evaluation.get("primary_metric") or {}
     verdict = evaluation["verdict"]
     gates = failed_gates(evaluation)
-    from invarlock_provider.reporting.html import readable
 
     reasons = gates or [readable(str(reason)) for reason in evaluation["reasons"]]
     listed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in reasons)
@@ -290,26 +279,33 @@ def _title(verification: Any, where: str) -> str:
     return f"{evaluation['verdict']}: {label}"
 
 
-def bundle_page(shell: Shell, uri: str, links: BundleLinks, origin: Origin | None = None, note: str = "") -> str:
-    """Verified on every request, from the store as it is now (no cache: any object may have been
-    replaced), against the deployment's trusted keys; the HTML attachment is checked, not fetched."""
+def verified_bundle(uri: str, trust: Any) -> tuple[Any, list[Any]]:
+    """A bundle verified from the store as it is now (no cache: any object may have been replaced
+    since), with the files it was fetched as; the HTML attachment is checked, not fetched. No
+    manifest at all is a 404: nothing was archived there, or it was pruned."""
     from invarlock_provider.storage.bundle import MANIFEST_FILE
     from invarlock_provider.storage.bundle_reader import guarded, verify_fetched_bundle
-    from invarlock_provider.storage.signing import deployment_trust
     from invarlock_provider.storage.uri import join_key
 
     store, key = open_bundle_store(uri, served_conn_id(uri), cached=False)
     if store.head(join_key(key, MANIFEST_FILE)) is None:
         raise HTTPException(404, f"{uri}: no complete bundle here")
-    trust = deployment_trust()
     with tempfile.TemporaryDirectory(prefix="invarlock-page-") as scratch:
         folder = Path(scratch) / "bundle"
         verification = guarded(uri, lambda: verify_fetched_bundle(store, key, uri, folder, trust, attachments=False))
-        files = _listed_files(folder)
+        return verification, _listed_files(folder)
+
+
+def bundle_page(shell: Shell, uri: str, links: BundleLinks, origin: Origin | None = None, note: str = "") -> str:
+    """Verified on every request against the deployment's trusted keys."""
+    from invarlock_provider.storage.signing import deployment_trust
+
+    trust = deployment_trust()
+    verification, files = verified_bundle(uri, trust)
     signature = signature_status(verification, trust)
     origins = producing_origins(verification)
     nav = origin_links(shell, ([origin] if origin else []) + origins)
-    history = f"{shell.root}/evidence?report={quote(key.rstrip('/').split('/')[-2])}"
+    history = f"{shell.root}/evidence?report={quote(uri.rstrip('/').split('/')[-2])}"
     nav += f'<a href="{esc(history)}">history of this report</a>'
     extra = (f'<p class="il-note">{esc(note)}</p>' if note else "") + downloads(
         uri, verification, files, links, signature
@@ -376,7 +372,7 @@ def no_evidence_page(shell: Shell, origin: Origin) -> str:
 
 def run_summary_page(shell: Shell, value: dict[str, Any], origin: Origin) -> str:
     rows = "".join(
-        f"<tr><th>{esc(label)}</th><td>{sig4(value.get(field))}</td></tr>"
+        f"<tr><th>{esc(label)}</th><td>{fmt(value.get(field))}</td></tr>"
         for label, field in (
             ("run", "run_id"),
             ("report", "report"),

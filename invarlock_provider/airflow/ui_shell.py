@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from functools import cache
 from pathlib import Path
-from typing import Any
+
+from invarlock_provider.reporting.text import esc
 
 SCRIPT_FILE = Path(__file__).with_name("static") / "invarlock.js"
 SCRIPT_ROUTE = "/static/invarlock.js"
@@ -90,10 +90,6 @@ def page_csp() -> str:
         f"default-src 'none'; script-src '{script_integrity()}'; style-src 'unsafe-inline'; img-src data:; "
         "form-action 'self'; frame-ancestors 'self'; base-uri 'none'"
     )
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 @dataclass(frozen=True)

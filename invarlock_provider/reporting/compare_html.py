@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from invarlock_provider.reporting.html import esc
+from invarlock_provider.reporting.html import PROVENANCE_FIELDS, edit_text
+from invarlock_provider.reporting.text import MISSING, esc, fmt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,7 +31,6 @@ SIDES = ("left", "right")
 HISTOGRAM_BINS = 30
 CHART_WIDTH = 720  # viewBox units; the charts scale to their container
 QUANTILES = (("min", 0.0), ("q05", 0.05), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("q95", 0.95), ("max", 1.0))
-MISSING = "\u2014"
 _RULES = {"<=": "\u2264", ">=": "\u2265", "==": "="}
 
 COMPARE_CSS = """
@@ -96,17 +96,6 @@ def compare_section(left: ComparedBundle, right: ComparedBundle) -> str:
     )
 
 
-def _number(value: Any) -> str:
-    """Four significant digits for floats, so a ratio, a drift and a tail quantile read alike."""
-    if value is None:
-        return MISSING
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_number(v) for v in value) + "]"
-    return str(value)
-
-
 def _table(headers: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> str:
     """``rows`` are (row class, cells already rendered as ``<td>``) pairs."""
     head = "".join(f"<th>{h}</th>" for h in headers)
@@ -151,9 +140,7 @@ def _metric(bundle: ComparedBundle) -> dict[str, Any] | None:
 
 def _header_table(sides: Sequence[ComparedBundle]) -> str:
     def model(report: RunReport) -> str:
-        from invarlock_provider.reporting.html import _edit_cell
-
-        return f"<code>{esc(report.data['meta'].get('model_id'))}</code> ({esc(_edit_cell(report.data))})"
+        return f"<code>{esc(report.data['meta'].get('model_id'))}</code> ({esc(edit_text(report.data))})"
 
     def ratio(bundle: ComparedBundle) -> str:
         metric = _metric(bundle)
@@ -161,7 +148,7 @@ def _header_table(sides: Sequence[ComparedBundle]) -> str:
             return "no ratio (pairing failed)"
         confidence = float(metric.get("ci_confidence", 0.95))
         low, high = metric["ci"]
-        return f"{_number(metric['ratio'])} ({confidence:.0%} CI {_number(low)}\u2013{_number(high)})"
+        return f"{fmt(metric['ratio'])} ({confidence:.0%} CI {fmt(low)}\u2013{fmt(high)})"
 
     metrics = [_metric(b) for b in sides]
     change = (
@@ -179,7 +166,7 @@ def _header_table(sides: Sequence[ComparedBundle]) -> str:
         ),
         ("tier", [esc(b.evaluation.get("tier")) for b in sides], "", True),
         ("ratio (CI)", [ratio(b) for b in sides], change, False),
-        ("ratio limit", [_number(_limit(b.evaluation)) for b in sides], "", True),
+        ("ratio limit", [fmt(_limit(b.evaluation)) for b in sides], "", True),
         ("subject model (edit)", [model(b.subject) for b in sides], "", True),
         ("baseline model", [f"<code>{esc(b.baseline.data['meta'].get('model_id'))}</code>" for b in sides], "", True),
         ("created", [esc(b.evaluation.get("created_at")) for b in sides], "", False),
@@ -204,10 +191,10 @@ def _gate_text(entry: dict[str, Any] | None) -> str:
     if comparison == "not evaluated":
         rule = "not evaluated"
     elif comparison == "within":
-        rule = f"within {_number(entry.get('limit'))}"
+        rule = f"within {fmt(entry.get('limit'))}"
     else:
-        rule = f"{_RULES.get(comparison, comparison)} {_number(entry.get('limit'))}"
-    return f"{esc(_number(entry.get('value')))} ({esc(rule)}) {_result(bool(entry.get('passed')))}"
+        rule = f"{esc(_RULES.get(comparison, comparison))} {fmt(entry.get('limit'))}"
+    return f"{fmt(entry.get('value'))} ({rule}) {_result(bool(entry.get('passed')))}"
 
 
 def _gates_table(sides: Sequence[ComparedBundle]) -> str:
@@ -241,14 +228,25 @@ def _scale(low: float, high: float, start: float, end: float) -> Callable[[float
     return lambda value: start + (value - low) / (high - low) * (end - start)
 
 
-def _x_axis(ticks: Sequence[float], x: Callable[[float], float], y: float, left: float, right: float) -> list[str]:
+def _x_axis(
+    low: float,
+    high: float,
+    x: Callable[[float], float],
+    y: float,
+    edges: tuple[float, float],
+    title: str,
+    bottom: float,
+) -> str:
+    """The axis line, nice ticks over [low, high], and the axis title centred under them; closes the svg."""
+    left, right = edges
     parts = [f'<line class="axis" x1="{left}" y1="{y}" x2="{right}" y2="{y}"/>']
-    for tick in ticks:
+    for tick in _ticks(low, high):
         parts.append(
             f'<line class="axis" x1="{x(tick):.1f}" y1="{y}" x2="{x(tick):.1f}" y2="{y + 4}"/>'
-            f'<text x="{x(tick):.1f}" y="{y + 16}" text-anchor="middle">{tick:.4g}</text>'
+            f'<text x="{x(tick):.1f}" y="{y + 16}" text-anchor="middle">{fmt(float(tick))}</text>'
         )
-    return parts
+    parts.append(f'<text x="{(left + right) / 2:.1f}" y="{bottom}" text-anchor="middle">{esc(title)}</text></svg>')
+    return "".join(parts)
 
 
 def _ratio_svg(sides: Sequence[ComparedBundle]) -> str:
@@ -272,7 +270,7 @@ def _ratio_svg(sides: Sequence[ComparedBundle]) -> str:
         parts.append(f'<text x="{left_edge - 8}" y="{y + 4}" text-anchor="end">{side}</text>')
         parts.append(
             f'<line class="limit" x1="{x(limit):.1f}" y1="{y - 12}" x2="{x(limit):.1f}" y2="{y + 12}">'
-            f"<title>{side} limit {limit:.4g}</title></line>"
+            f"<title>{side} limit {fmt(limit)}</title></line>"
         )
         if metric is None:
             parts.append(f'<text x="{left_edge + 4}" y="{y + 4}">no ratio (pairing failed)</text>')
@@ -281,15 +279,11 @@ def _ratio_svg(sides: Sequence[ComparedBundle]) -> str:
         parts.append(
             f'<line class="{side} ci" x1="{x(low_ci):.1f}" y1="{y}" x2="{x(high_ci):.1f}" y2="{y}"/>'
             f'<circle class="{side} dot" cx="{x(metric["ratio"]):.1f}" cy="{y}" r="6">'
-            f"<title>{side}: ratio {metric['ratio']:.4g}, CI {low_ci:.4g}\u2013{high_ci:.4g}, "
-            f"limit {limit:.4g}</title></circle>"
+            f"<title>{side}: ratio {fmt(metric['ratio'])}, CI {fmt(low_ci)}\u2013{fmt(high_ci)}, "
+            f"limit {fmt(limit)}</title></circle>"
         )
-    parts += _x_axis(_ticks(low, high), x, axis_y, left_edge, right_edge)
-    parts.append(
-        f'<text x="{(left_edge + right_edge) / 2:.1f}" y="{height - 6}" text-anchor="middle">'
-        "perplexity ratio, subject / baseline</text></svg>"
-    )
-    return "".join(parts)
+    title = "perplexity ratio, subject / baseline"
+    return "".join(parts) + _x_axis(low, high, x, axis_y, (left_edge, right_edge), title, height - 6)
 
 
 def _ratio_figure(sides: Sequence[ComparedBundle]) -> str:
@@ -352,12 +346,8 @@ def _histogram_svg(deltas: Sequence[np.ndarray | None]) -> str:
             f'<line class="{side} key" x1="{key_x}" y1="12" x2="{key_x + 20}" y2="12"/>'
             f'<text x="{key_x + 26}" y="16">{side}</text>'
         )
-    parts += _x_axis(_ticks(low, high), x, axis_y, left_edge, right_edge)
-    parts.append(
-        f'<text x="{(left_edge + right_edge) / 2:.1f}" y="{height - 6}" text-anchor="middle">'
-        "\u0394NLL per window (nats per token), subject \u2212 baseline</text></svg>"
-    )
-    return "".join(parts)
+    title = "\u0394NLL per window (nats per token), subject \u2212 baseline"
+    return "".join(parts) + _x_axis(low, high, x, axis_y, (left_edge, right_edge), title, height - 6)
 
 
 def _delta_summary(deltas: np.ndarray) -> dict[str, float]:
@@ -381,7 +371,7 @@ def _deltas_section(sides: Sequence[ComparedBundle]) -> str:
             rows.append(("", [label, _td("0", "num"), f'<td colspan="{len(names)}">pairing failed</td>']))
             continue
         summary = _delta_summary(values)
-        rows.append(("", [label, _td(str(values.size), "num"), *(_td(_number(summary[n]), "num") for n in names)]))
+        rows.append(("", [label, _td(str(values.size), "num"), *(_td(fmt(summary[n]), "num") for n in names)]))
     return (
         f"<figure>{_histogram_svg(deltas)}<figcaption>Shared bins over both bundles' final windows; "
         "dashed: no change (0). Right of zero the subject predicts worse than its baseline.</figcaption></figure>"
@@ -413,7 +403,6 @@ def _text(value: Any) -> str:
 def _provenance_fields(sides: Sequence[ComparedBundle]) -> list[_Field]:
     """What a run was made of, for both reports of both bundles; package versions one row each, so a
     torch upgrade is one marked row rather than a long differing dict."""
-    from invarlock_provider.reporting.html import _edit_cell
 
     def per_report(name: str, read: Callable[[dict[str, Any]], Any]) -> _Field:
         left, right = ((_text(read(b.subject.data)), _text(read(b.baseline.data))) for b in sides)
@@ -428,14 +417,7 @@ def _provenance_fields(sides: Sequence[ComparedBundle]) -> list[_Field]:
 
     packages = sorted({str(p) for b in sides for r in (b.subject, b.baseline) for p in versions(r.data)})
     return [
-        per_report("model id", lambda d: d["meta"].get("model_id")),
-        per_report("edit", _edit_cell),
-        per_report("weights digest", lambda d: d["meta"].get("weights_digest")),
-        per_report("tokenizer hash", lambda d: d["meta"].get("tokenizer_hash")),
-        per_report("dataset digest", lambda d: d["data"].get("dataset_digest")),
-        per_report("windows digest", lambda d: d["data"].get("windows_digest")),
-        per_report("seeds", lambda d: d["meta"].get("seeds")),
-        per_report("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
+        *(per_report(label, read) for label, read in PROVENANCE_FIELDS),
         *(per_report(f"versions.{p}", lambda d, p=p: versions(d).get(p)) for p in packages),
         per_bundle("invarlock (evaluation)", lambda b: b.evaluation.get("tool_version")),
         per_bundle("policy digest", lambda b: b.evaluation.get("policy_digest")),

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from itertools import pairwise
 from typing import TYPE_CHECKING, TypeVar
 
-from invarlock_provider.reporting.html import esc
+from invarlock_provider.reporting.text import MISSING, esc, fmt
 
 if TYPE_CHECKING:
     from invarlock_provider.storage.history import HistoryPoint
@@ -29,7 +29,6 @@ INSET = 12  # the first and last night sit off the axes, where their markers can
 CHAR_WIDTH = 6.8  # of a 12px system-ui digit or letter, to leave room for a label without measuring it
 LABEL_GAP = 13
 Y_TITLE = "perplexity ratio (subject / baseline)"
-MISSING = "-"
 
 HISTORY_CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;background:var(--il-bg,#f6f7f9);color:var(--il-fg,#1d2330)}
@@ -94,11 +93,6 @@ _CLASS_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 T = TypeVar("T")
 
 
-def sig4(value: float) -> str:
-    """Four significant digits: enough to tell a ratio from its limit, few enough to read at a glance."""
-    return f"{value:.4g}"
-
-
 def _finite(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -139,7 +133,7 @@ def nice_ticks(low: float, high: float) -> list[float]:
                 step = multiple * 10.0**exponent
                 first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
                 ticks = [index * step for index in range(first, last + 1)]
-                if 4 <= len(ticks) <= 7 and all(abs(float(sig4(t)) - t) <= step * 1e-6 for t in ticks):
+                if 4 <= len(ticks) <= 7 and all(abs(float(fmt(t)) - t) <= step * 1e-6 for t in ticks):
                     return ticks
         low, high = low - span / 2, high + span / 2  # no step labels exactly in 4 digits: widen
 
@@ -283,12 +277,12 @@ def _verdict_text(mark: _Mark) -> str:
 
 def _title(mark: _Mark, tz: tzinfo, extra: Sequence[str]) -> str:
     point = mark.point
-    ci = f" (95% CI {sig4(mark.ci[0])} - {sig4(mark.ci[1])})" if mark.ci else ""
-    limit = f", ratio limit {sig4(mark.limit)}" if mark.limit is not None else ", no ratio limit"
+    ci = f" (95% CI {fmt(mark.ci[0])} - {fmt(mark.ci[1])})" if mark.ci else ""
+    limit = f", ratio limit {fmt(mark.limit)}" if mark.limit is not None else ", no ratio limit"
     lines = [
         f"{point.created_at.astimezone(tz):%Y-%m-%d %H:%M %Z}",
         _verdict_text(mark),
-        f"ratio {sig4(mark.ratio)}{ci}",
+        f"ratio {fmt(mark.ratio)}{ci}",
         f"tier {point.tier}{limit}",
         *extra,
         point.evidence_id,
@@ -329,7 +323,7 @@ def history_chart(
         return '<p class="empty">No night with a ratio to draw.</p>'
     tiers = list(dict.fromkeys(p.tier for p, _ in drawn))
     last_limit = {p.tier: limit for p, _ in drawn if (limit := _finite(p.ratio_limit)) is not None}
-    tier_label = {tier: f"{tier} \u2264 {sig4(limit)}" for tier, limit in last_limit.items()}
+    tier_label = {tier: f"{tier} \u2264 {fmt(limit)}" for tier, limit in last_limit.items()}
     longest = max((len(label) for label in tier_label.values()), default=0)
     right = width - min(width // 3, round(18 + CHAR_WIDTH * longest))
     bottom = height - BOTTOM
@@ -363,7 +357,7 @@ def history_chart(
     for tick in y_ticks:
         parts.append(
             f'<line class="grid" x1="{LEFT}" y1="{y(tick):.1f}" x2="{right}" y2="{y(tick):.1f}"/>'
-            f'<text class="tick" x="{LEFT - 8}" y="{y(tick) + 4:.1f}" text-anchor="end">{sig4(tick)}</text>'
+            f'<text class="tick" x="{LEFT - 8}" y="{y(tick) + 4:.1f}" text-anchor="end">{fmt(tick)}</text>'
         )
     x_ticks, unit = time_ticks(start, end, tz)
     for tick, label in zip(x_ticks, _time_labels(x_ticks, unit), strict=True):
@@ -396,7 +390,7 @@ def history_chart(
         lines = []
         for run in runs:
             vertices = " ".join(f"{at:.1f},{y(limit):.1f}" for at, limit in _steps(run, LEFT, right))
-            limits = " \u2192 ".join(sig4(limit) for limit in dict.fromkeys(limit for _, limit in run))
+            limits = " \u2192 ".join(fmt(limit) for limit in dict.fromkeys(limit for _, limit in run))
             title = f"<title>{esc(tier)}: ratio limit {limits}</title>"
             lines.append(f'<polyline class="limit" points="{vertices}">{title}</polyline>')
         if runs:
@@ -434,9 +428,9 @@ def history_table(
         rows.append(
             f"<tr><td>{point.created_at.astimezone(tz):%Y-%m-%d %H:%M %Z}</td>"
             f'<td class="{esc(f"{point.verdict} {kind}".rstrip())}">{esc(verdict)}</td>'
-            f"<td>{sig4(ratio) if ratio is not None else MISSING}</td>"
-            f"<td>{f'{sig4(ci[0])} - {sig4(ci[1])}' if ci else MISSING}</td>"
-            f"<td>{sig4(limit) if limit is not None else MISSING}</td><td>{esc(point.tier)}</td>"
+            f"<td>{fmt(ratio) if ratio is not None else MISSING}</td>"
+            f"<td>{f'{fmt(ci[0])} - {fmt(ci[1])}' if ci else MISSING}</td>"
+            f"<td>{fmt(limit) if limit is not None else MISSING}</td><td>{esc(point.tier)}</td>"
             f'<td><a href="{esc(link(point))}">{esc(point.evidence_id)}</a></td></tr>'
         )
     rows.append("</tbody></table>")
@@ -450,18 +444,22 @@ def history_sections(
     tz: tzinfo = UTC,
     expected: Callable[[HistoryPoint], str] | None = None,
     hover: Callable[[HistoryPoint], Sequence[str]] | None = None,
+    tables: bool = True,
 ) -> str:
-    """Per report name: a heading, the chart and the table of nights."""
+    """Per report name: a heading, the chart, a caption counting what needs a look, and (unless the
+    page lists the bundles itself) the table of nights."""
     sections = []
     for name, points in history.items():
-        fails = [p for p in points if p.verdict == "FAIL"]
-        planned = sum(1 for p in fails if _kind(p, expected) == "control")
-        caption = f"{len(points)} nights, {len(fails)} FAIL" + (f" ({planned} expected)" if planned else "")
+        kinds = [_kind(p, expected) for p in points if p.verdict == "FAIL"]
+        controls = kinds.count("control")
+        caption = f"{len(points)} bundles, {len(kinds) - controls} unexpected FAIL" + (
+            f", {controls} expected FAIL (negative control)" if controls else ""
+        )
         chart = history_chart(points, link, tz=tz, expected=expected, hover=hover)
+        table = history_table(points, link, tz=tz, expected=expected) if tables else ""
         sections.append(
             f'<section class="report" id="{esc(name)}"><h2>{esc(name)}</h2><figure class="history">'
-            f"{chart}<figcaption>{esc(caption)}</figcaption></figure>"
-            f"{history_table(points, link, tz=tz, expected=expected)}</section>"
+            f"{chart}<figcaption>{esc(caption)}</figcaption></figure>{table}</section>"
         )
     return "".join(sections) or "<p>No archived bundle matches.</p>"
 

@@ -7,10 +7,8 @@ escaped; numbers are formatted here, never interpolated raw.
 
 from __future__ import annotations
 
-import html
 import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from invarlock_provider.reporting.evaluation import split_arrays
 from invarlock_provider.reporting.run_report import RunReport
+from invarlock_provider.reporting.text import esc, fmt, readable
 
 _CSS = """
 :root{--il-bg:#f6f7f9;--il-surface:#fff;--il-fg:#1d2330;--il-muted:#555;--il-border:#dde1e6;--il-muted-bg:#eef1f4;
@@ -51,31 +50,6 @@ ul.reasons li,td.detail{white-space:pre-line}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:0 10px;margin:0}dl.kv dt{color:var(--il-muted)}
 dl.kv dd{margin:0}
 """
-
-
-LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:[eE][+-]?\d+)?")
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def readable(text: str) -> str:
-    """A stored reason with its raw floats (``1.3960083573050346``) cut to 4 significant digits."""
-    return LONG_FLOAT.sub(lambda match: f"{float(match.group()):.4g}", text)
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number for people: ``digits`` significant digits (large values whole), lists element-wise."""
-    if isinstance(value, bool) or value is None:
-        return esc(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
-    return esc(value)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -397,7 +371,7 @@ def render_html(
 
 
 def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> list[tuple[str, ...]]:
-    def row(label: str, getter: Any) -> tuple[str, ...]:
+    def row(label: str, getter: Callable[[dict[str, Any]], Any]) -> tuple[str, ...]:
         return (_cell(esc(label)), _cell(_value_html(getter(subject.data))), _cell(_value_html(getter(baseline.data))))
 
     return [
@@ -412,14 +386,7 @@ def _provenance_rows(evaluation: dict[str, Any], subject: RunReport, baseline: R
             _cell(f"<code>{esc(evaluation['baseline']['sha256'])}</code>"),
         ),
         row("run id", lambda d: d.get("run_id")),
-        row("model", lambda d: d["meta"].get("model_id")),
-        row("edit", _edit_cell),
-        row("weights digest", lambda d: d["meta"].get("weights_digest")),
-        row("tokenizer hash", lambda d: d["meta"].get("tokenizer_hash")),
-        row("dataset digest", lambda d: d["data"].get("dataset_digest")),
-        row("windows digest", lambda d: d["data"].get("windows_digest")),
-        row("seeds", lambda d: d["meta"].get("seeds")),
-        row("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
+        *(row(label, getter) for label, getter in PROVENANCE_FIELDS),
         row("versions", lambda d: d["meta"].get("versions")),
     ]
 
@@ -432,7 +399,7 @@ def _value_html(value: Any) -> str:
     return f"<code>{esc(value)}</code>"
 
 
-def _edit_cell(report: dict[str, Any]) -> str:
+def edit_text(report: dict[str, Any]) -> str:
     """The spec, then the parameters the edit recorded (bits, group, sparsity, achieved sparsity)."""
     from invarlock_provider.edit_spec import edit_label
 
@@ -442,6 +409,20 @@ def _edit_cell(report: dict[str, Any]) -> str:
         params["achieved_sparsity"] = round(edit["achieved_sparsity"], 4)
     details = ", ".join(f"{key}={value}" for key, value in params.items())
     return f"{edit_label(edit)} ({details})" if details else str(edit_label(edit))
+
+
+PROVENANCE_FIELDS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
+    ("model", lambda d: d["meta"].get("model_id")),
+    ("edit", edit_text),
+    ("weights digest", lambda d: d["meta"].get("weights_digest")),
+    ("tokenizer hash", lambda d: d["meta"].get("tokenizer_hash")),
+    ("dataset digest", lambda d: d["data"].get("dataset_digest")),
+    ("windows digest", lambda d: d["data"].get("windows_digest")),
+    ("seeds", lambda d: d["meta"].get("seeds")),
+    ("device / dtype", lambda d: f"{d['meta'].get('device')} / {d['meta'].get('dtype')}"),
+)
+"""What a run was made of, as (label, reader of report.json): the report's provenance table and the
+bundle comparison show the same fields under the same names."""
 
 
 def write_html(evaluation_path: Path, evaluation: dict[str, Any]) -> Path:

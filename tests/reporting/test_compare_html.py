@@ -144,7 +144,7 @@ def test_provenance_differences_come_first_and_equal_fields_fold(fragment: str) 
     listed = rows(differing)
     assert {css for css, _ in listed} == {"differs"}
     names = [cells[0] for _, cells in listed]
-    assert {"model id", "edit", "weights digest", "report sha256"} <= set(names)
+    assert {"model", "edit", "weights digest", "report sha256"} <= set(names)
     folded = rows(details.find("table"))
     assert text(details.find("summary")) == f"{len(folded)} equal fields"
     assert {css for css, _ in folded} == {""}
@@ -153,7 +153,7 @@ def test_provenance_differences_come_first_and_equal_fields_fold(fragment: str) 
         assert name in equal
     assert len(set(equal["versions.torch"])) == 1
     assert equal["policy digest"][0] == equal["policy digest"][1]  # one value per bundle, spanning its columns
-    model = {cells[0]: cells[1:] for _, cells in listed}["model id"]
+    model = {cells[0]: cells[1:] for _, cells in listed}["model"]
     assert model[2] == MALICIOUS and model[0] == model[1] == model[3] == "embedded:tiny-pydocs-gpt2"
 
 

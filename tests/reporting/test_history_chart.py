@@ -21,8 +21,8 @@ from invarlock_provider.reporting.history_html import (
     history_page,
     history_table,
     nice_ticks,
-    sig4,
 )
+from invarlock_provider.reporting.text import fmt
 from invarlock_provider.storage.history import HistoryPoint
 
 START = datetime(2024, 12, 3, 1, 30, tzinfo=UTC)
@@ -203,8 +203,8 @@ def test_y_ticks_are_nice_numbers() -> None:
         mantissa = step / 10 ** math.floor(math.log10(step))
         assert 4 <= len(ticks) <= 7 and ticks[0] <= low and ticks[-1] >= high
         assert any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 2.5, 5)), (low, high, step)
-        assert all(significant_digits(sig4(t)) <= 4 for t in ticks)
-        assert all(math.isclose(float(sig4(t)), t, abs_tol=step * 1e-6) for t in ticks)  # each label is its value
+        assert all(significant_digits(fmt(t)) <= 4 for t in ticks)
+        assert all(math.isclose(float(fmt(t)), t, abs_tol=step * 1e-6) for t in ticks)  # each label is its value
 
 
 def test_a_single_night_still_reads() -> None:
@@ -245,7 +245,7 @@ def test_the_page_is_responsive_themeable_and_self_contained() -> None:
     assert 'fill="' not in page and "black" not in page
     body = page.split("<body>", 1)[1]
     assert "<script" not in page and "http" not in body.replace("s3://", "")
-    assert '<ul class="legend">' in page and "3 nights, 0 FAIL" in page
+    assert '<ul class="legend">' in page and "3 bundles, 0 unexpected FAIL" in page
 
 
 TIERS = ("balanced", "conservative", "aggressive", "custom tier")
