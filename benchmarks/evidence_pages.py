@@ -1,9 +1,13 @@
 """Evidence pages of the Airflow plugin over a big bucket: SeaweedFS on 127.0.0.1 with N real bundles
 of one report name (one per night) and M of another, served by Airflow's own API server app.
 
+Two on-demand DAG runs (``dag.test``, embedded model, ci profile) then archive into the same prefix
+under the first report name, so the task tabs, the run tab and an older run's tab (its folder rebuilt
+by the second run) are timed over the same bucket.
+
 Prints the plugin's import and app-build time inside an API server process, then each page's time
-cold (manifests not yet read) and warm (the immutable-file cache filled): one bundle's report page
-(with its server-side verify), the Evidence page of one report name, and the Evidence page of all.
+cold (manifests not yet read) and warm (best of three, the immutable-file cache filled), measured
+in-process through Airflow's app: the server's time, no network.
 
     python benchmarks/evidence_pages.py [--bundles 1000] [--others 200]
 """
@@ -11,19 +15,24 @@ cold (manifests not yet read) and warm (the immutable-file cache filled): one bu
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from tests.airflow.nights import build_bundles
-from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from tests.airflow.nights import build_bundles  # noqa: E402  (the repository root, put on the path above)
+from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer  # noqa: E402
+
+DAG_ID = "invarlock_on_demand"
 
 IMPORT_PROBE = """
 import time, sys
@@ -45,6 +54,21 @@ def timed(get, path: str, **kwargs) -> tuple[float, int]:
     if response.status_code != 200:
         raise SystemExit(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
     return elapsed, len(response.content)
+
+
+def on_demand_run(report_name: str) -> str:
+    """One run of the on-demand DAG file as Airflow would parse it; its run id."""
+    spec = importlib.util.spec_from_file_location("dag_on_demand", REPO / "dags" / f"{DAG_ID}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = module.dag.test(run_conf={"profile": "ci", "report_name": report_name})
+    if run.state != "success":
+        raise SystemExit(f"{DAG_ID} run {run.run_id} ended {run.state}")
+    return run.run_id
+
+
+def task(run_id: str, task_id: str) -> str:
+    return f"/invarlock/task/{DAG_ID}/{quote(run_id, safe='')}/{task_id}/-1"
 
 
 def main() -> None:
@@ -69,6 +93,8 @@ def main() -> None:
                 {
                     "AIRFLOW_HOME": str(root / "airflow"),
                     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                    "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+                    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                     "AIRFLOW_CONN_BENCH_S3": json.dumps(connection),
                     "INVARLOCK_ARCHIVE_URI": "s3://evidence/nightly",
                     "INVARLOCK_ARCHIVE_CONN_ID": "bench_s3",
@@ -86,6 +112,11 @@ def main() -> None:
             ids = build_bundles(root / "bench", store, "bench_balanced", args.bundles, now, seed=1)
             build_bundles(root / "other", store, "other_balanced", args.others, now, seed=2)
             print(f"archived {args.bundles} + {args.others} bundles in {time.perf_counter() - begin:.1f} s")
+            begin = time.perf_counter()
+            os.environ["INVARLOCK_WORKDIR"] = str(root / "work")
+            os.environ["INVARLOCK_HOME"] = str(root / "work" / ".invarlock")
+            older, newer = (on_demand_run("bench_balanced") for _ in range(2))
+            print(f"two on-demand DAG runs archived under bench_balanced in {time.perf_counter() - begin:.1f} s")
 
             probe = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True)
             module_ms, app_ms, heavy = probe.stdout.split()
@@ -102,18 +133,32 @@ def main() -> None:
                 def get(path: str, **kwargs):
                     return client.get(path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
 
-                one_name = {"params": {"report": "bench_balanced"}}
+                every = args.bundles + args.others + 2
+                one_name = {"report": "bench_balanced"}
+                week = (now - timedelta(days=7)).date().isoformat()
+                compared = [f"bench_balanced/{ids[-1]}", f"bench_balanced/{ids[-2]}"]
                 pages = [
-                    ("one report (verify included)", f"/invarlock/evidence/bench_balanced/{ids[-1]}", {}),
-                    (f"Evidence, one name ({args.bundles} bundles)", "/invarlock/evidence", one_name),
-                    (f"Evidence, all ({args.bundles + args.others} bundles)", "/invarlock/evidence", {}),
+                    ("task tab: build_report (newest run)", task(newer, "build_report"), {}),
+                    ("task tab: archive (verify included)", task(newer, "archive"), {}),
+                    ("task tab: build_report (older run)", task(older, "build_report"), {}),
+                    ("task tab: gate (no evidence)", task(newer, "gate"), {}),
+                    ("run tab", f"/invarlock/run/{DAG_ID}/{quote(newer, safe='')}", {}),
+                    ("bundle page (verify included)", f"/invarlock/evidence/bench_balanced/{ids[-1]}", {}),
+                    ("bundle.zip (fetch, verify, zip)", f"/invarlock/evidence/bench_balanced/{ids[-1]}/bundle.zip", {}),
+                    ("compare two bundles", "/invarlock/evidence/compare", {"params": {"bundle": compared}}),
+                    (f"Evidence, all ({every} bundles)", "/invarlock/evidence", {}),
+                    ("Evidence, all, page 2", "/invarlock/evidence", {"params": {"page": "2"}}),
+                    ("Evidence, all, 200 rows", "/invarlock/evidence", {"params": {"per": "200"}}),
+                    (f"Evidence, one name ({args.bundles + 2})", "/invarlock/evidence", {"params": one_name}),
+                    ("Evidence, verdict=FAIL", "/invarlock/evidence", {"params": {"verdict": "FAIL"}}),
+                    ("Evidence, last 7 days", "/invarlock/evidence", {"params": {"since": week}}),
                 ]
-                print(f"{'page':<42} {'cold s':>8} {'warm s':>8} {'KiB':>7}")
-                print("-" * 68)
+                print(f"{'page':<40} {'cold ms':>8} {'warm ms':>8} {'KiB':>7}")
+                print("-" * 66)
                 for label, path, kwargs in pages:
                     cold, size = timed(get, path, **kwargs)
                     warm = min(timed(get, path, **kwargs)[0] for _ in range(3))
-                    print(f"{label:<42} {cold:8.3f} {warm:8.3f} {size / 1024:7.1f}")
+                    print(f"{label:<40} {cold * 1000:8.1f} {warm * 1000:8.1f} {size / 1024:7.1f}")
         finally:
             server.stop()
 

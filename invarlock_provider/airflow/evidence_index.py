@@ -10,6 +10,8 @@ expected (a negative control) comes from the nightly plan the deployment runs.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
@@ -19,7 +21,12 @@ from urllib.parse import urlencode
 from fastapi import HTTPException
 
 from invarlock_provider.airflow.evidence_pages import failed_gates, ratio_text
-from invarlock_provider.airflow.evidence_store import EvidenceSource, check_bundle_path
+from invarlock_provider.airflow.evidence_store import (
+    CACHE_ENTRIES,
+    EvidenceSource,
+    check_bundle_path,
+    remembered_bundles,
+)
 from invarlock_provider.airflow.ui_shell import Shell
 from invarlock_provider.reporting.text import esc, fmt
 
@@ -137,18 +144,46 @@ def plan_expectations() -> dict[str, str]:
 _PLAN_CACHE: dict[str, tuple[int, dict[str, str]]] = {}
 
 
-def _evaluation(store: Any, point: Any) -> dict[str, Any]:
-    """A listed bundle's evaluation, for its table row and hover text; {} when it cannot be read (the
-    bundle's own page verifies it and says why)."""
+@dataclass(frozen=True)
+class ListedFacts:
+    """What a listing row and a chart point show of a bundle's evaluation."""
+
+    subject: str
+    failed_gates: tuple[str, ...]
+
+
+_FACTS: OrderedDict[tuple[str, str], ListedFacts] = OrderedDict()
+_FACTS_LOCK = threading.Lock()
+UNREADABLE = ListedFacts("unreadable", ())
+
+
+def listed_facts(store: Any, point: Any) -> ListedFacts:
+    """A listed bundle's subject and failed gates, from its evaluation; remembered once read, as its
+    bytes are (parsing a thousand evaluations per page view is most of a page's time). Unreadable
+    evaluations are not remembered: the bundle's own page verifies it and says why."""
     from invarlock_provider.errors import InvarlockError
     from invarlock_provider.reporting.evaluation import EVALUATION_FILE
     from invarlock_provider.storage.uri import join_key
     from invarlock_provider.strict_json import loads_object
 
+    entry = (str(store.uri), point.key)
+    with _FACTS_LOCK:
+        if entry in _FACTS:
+            _FACTS.move_to_end(entry)
+            return _FACTS[entry]
     try:
-        return loads_object(store.read_bytes(join_key(point.key, EVALUATION_FILE)), point.uri)
+        evaluation = loads_object(store.read_bytes(join_key(point.key, EVALUATION_FILE)), point.uri)
     except InvarlockError:
-        return {}
+        return UNREADABLE
+    subject = evaluation.get("subject") if isinstance(evaluation.get("subject"), dict) else {}
+    facts = ListedFacts(
+        f"{subject.get('model_id', 'unreadable')} ({subject.get('edit', '-')})", tuple(failed_gates(evaluation))
+    )
+    with _FACTS_LOCK:
+        _FACTS[entry] = facts
+        while len(_FACTS) > CACHE_ENTRIES:
+            _FACTS.popitem(last=False)
+    return facts
 
 
 def _in_range(point: Any, filters: Filters, shell: Shell) -> bool:
@@ -163,7 +198,7 @@ def evidence_page(shell: Shell, source: EvidenceSource, filters: Filters) -> str
     from invarlock_provider.storage.history import report_history
 
     store, prefix = source.open()
-    history = report_history(store, prefix, filters.report)
+    history = report_history(store, prefix, filters.report, lister=remembered_bundles)
     expectations = plan_expectations()
     every = [point for points in history.reports.values() for point in points]
     tiers = sorted({point.tier for point in every})
@@ -182,7 +217,7 @@ def evidence_page(shell: Shell, source: EvidenceSource, filters: Filters) -> str
         return f"{shell.root}/evidence/{point.report_name}/{point.evidence_id}"
 
     def hover(point: Any) -> list[str]:
-        return failed_gates(_evaluation(store, point)) if point.verdict == "FAIL" else []
+        return list(listed_facts(store, point).failed_gates) if point.verdict == "FAIL" else []
 
     shown = {name: [p for p in points if keep(p)] for name, points in history.reports.items()}
     shown = {name: points for name, points in shown.items() if points}
@@ -240,8 +275,6 @@ def _filter_form(shell: Shell, filters: Filters, names: list[str], tiers: list[s
 def _table(shell: Shell, store: Any, rows: list[Any], expected: Any, link: Any) -> str:
     lines = []
     for point in rows:
-        evaluation = _evaluation(store, point)
-        subject = evaluation.get("subject") if isinstance(evaluation.get("subject"), dict) else {}
         control = point.verdict == "FAIL" and expected(point) == "FAIL"
         verdict = f"{point.verdict} (expected)" if control else point.verdict
         value = f"{point.report_name}/{point.evidence_id}"
@@ -254,8 +287,7 @@ def _table(shell: Shell, store: Any, rows: list[Any], expected: Any, link: Any) 
             f'<td data-label="ratio" class="num">{ratio_text(point.ratio, point.ci)}</td>'
             f'<td data-label="tier">{esc(point.tier)}</td><td data-label="limit" class="num">'
             f"{'&le; ' + fmt(point.ratio_limit) if point.ratio_limit is not None else '-'}</td>"
-            f'<td data-label="subject">{esc(subject.get("model_id", "unreadable"))} '
-            f"({esc(subject.get('edit', '-'))})</td>"
+            f'<td data-label="subject">{esc(listed_facts(store, point).subject)}</td>'
             f'<td data-label="bundle"><a href="{esc(link(point))}"><code>{esc(point.evidence_id)}</code></a></td></tr>'
         )
     return (

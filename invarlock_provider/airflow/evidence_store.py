@@ -6,16 +6,21 @@ evidence is comes from its XCom, which any user with the ``user`` role can write
 API, so a URI is read only when it lies inside a store this deployment configured
 (``defaults.served_stores``), and always through that store's own connection, never one an XCom
 names. A complete bundle's manifest and evaluation are remembered across requests for the
-listings (a listing then costs only the LIST calls after the first page load); verifying a bundle
-always reads the store afresh, since a bucket writer can replace any object.
+listings, and so is what its folder held when it was first seen complete: a listing then costs one
+delimiter LIST per report name (a thousand bundles a request), not a LIST of every file. Verifying a
+bundle always reads the store afresh, since a bucket writer can replace any object.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
@@ -24,6 +29,7 @@ from invarlock_provider.storage.uri import StoreURI, check_evidence_id, check_se
 
 CACHED_FILES = ("manifest.json", "evaluation.report.json")
 CACHE_ENTRIES = 20_000
+FOLDER_DEPTH = 4
 
 
 class ImmutableReads:
@@ -52,6 +58,62 @@ class ImmutableReads:
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return raw
+
+
+RECHECK_ENV = "INVARLOCK_EVIDENCE_RECHECK_S"
+RECHECK_S = 300.0
+_SEEN: OrderedDict[tuple[str, str], tuple[Any, float, float]] = OrderedDict()  # summary, seen at, spread
+_SEEN_LOCK = threading.Lock()
+
+
+def remembered_bundles(store: Any, where: str) -> list[Any]:
+    """The bundles below ``where`` (a prefix of report folders, or one report folder), for the
+    Evidence listing.
+
+    Which bundles exist is listed on every call, one delimiter LIST per folder (a new bundle shows
+    at once, and so does a pruned one where the store drops empty prefixes, as S3 does). A bundle
+    seen complete (content first, manifest last) is then remembered, not listed file by file again,
+    for a recheck interval (``INVARLOCK_EVIDENCE_RECHECK_S``, 300 s by default, each bundle's spread
+    over half to one and a half of it so rechecks do not all fall on one request); one that was not
+    complete (still uploading, or damaged) is listed every time. So a bundle whose manifest is
+    deleted under a folder the store keeps (a prune killed half-way, a hostile writer) leaves the
+    listing within the interval; its own page, which verifies the store as it is now, says so at
+    once. Bundles are looked for down to FOLDER_DEPTH folders (``team/report/ev-...``)."""
+    from invarlock_provider.evaluation.intervals import seconds_from_env
+    from invarlock_provider.storage.bundle_reader import list_bundles_at
+    from invarlock_provider.storage.uri import is_evidence_id, join_key
+
+    recheck = seconds_from_env(RECHECK_ENV, RECHECK_S)
+
+    def bundle_keys(folder: str, depth: int) -> list[str]:
+        found = []
+        for name in store.children(folder):
+            if is_evidence_id(name):
+                found.append(join_key(folder, name))
+            elif depth > 1 and not name.startswith("."):
+                found.extend(bundle_keys(join_key(folder, name), depth - 1))
+        return found
+
+    keys = bundle_keys(where, FOLDER_DEPTH)
+    root, now = str(store.uri), time.monotonic()
+    with _SEEN_LOCK:
+        known = {}
+        for key in keys:
+            summary, seen, spread = _SEEN.get((root, key), (None, 0.0, 0.0))
+            if summary is not None and now < seen + recheck * spread:
+                known[key] = summary
+                _SEEN.move_to_end((root, key))
+    fresh = list_bundles_at(store, [key for key in keys if key not in known])
+    with _SEEN_LOCK:
+        for summary in fresh:
+            _SEEN.pop((root, summary.key), None)
+            if summary.complete:
+                remembered = dataclasses.replace(summary, objects={})
+                _SEEN[(root, summary.key)] = (remembered, now, 0.5 + random.random())
+        while len(_SEEN) > CACHE_ENTRIES:
+            _SEEN.popitem(last=False)
+    never = datetime.max.replace(tzinfo=UTC)
+    return sorted([*known.values(), *fresh], key=lambda b: (b.created_at or never, b.key))
 
 
 @dataclass(frozen=True)

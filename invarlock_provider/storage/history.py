@@ -10,6 +10,7 @@ reported by name in ``skipped``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,13 +56,15 @@ def report_history(
     *,
     since: timedelta | None = None,
     now: datetime | None = None,
+    lister: Callable[[ObjectStore, str], list[BundleSummary]] = list_bundles,
 ) -> History:
-    """Complete bundles under ``prefix`` (or only ``report_name``'s), oldest first, per report."""
+    """Complete bundles under ``prefix`` (or only ``report_name``'s), oldest first, per report.
+    ``lister`` finds them (the Airflow plugin passes one that remembers complete bundles)."""
     where = join_key(prefix, check_segment(report_name, "report name")) if report_name else prefix
     cutoff = (now or datetime.now(UTC)) - since if since is not None else None
     history = History()
     bundles = []
-    for bundle in list_bundles(store, where):
+    for bundle in lister(store, where):
         if bundle.state == "damaged":
             history.skipped.append((bundle.uri, bundle.problem or "damaged"))
         elif bundle.complete and report_name in (None, bundle.report_name):

@@ -152,6 +152,18 @@ class LocalFolderStore:
         for key, path in sorted(found):
             yield self._info(key, path, with_digest=False)
 
+    def children(self, prefix: str) -> list[str]:
+        """As ``list`` sees them: hidden names and links left out."""
+        base = self._path(prefix) if prefix else self.root.resolve()
+        if not base.is_dir():
+            return []
+        with os.scandir(base) as entries:
+            return sorted(
+                entry.name
+                for entry in entries
+                if not entry.name.startswith(".") and not entry.is_symlink() and (entry.is_dir() or entry.is_file())
+            )
+
     def delete(self, keys: list[str]) -> DeleteOutcome:
         outcome = DeleteOutcome()
         for key in keys:

@@ -82,6 +82,10 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under ``prefix`` (paginated transparently)."""
 
+    def children(self, prefix: str) -> list[str]:
+        """The names one level below ``prefix``, folders and objects alike, sorted: S3's delimiter
+        listing, which names a thousand bundles in one request without listing their files."""
+
     def delete(self, keys: list[str]) -> DeleteOutcome:
         """Delete permanently; objects still under retention are reported as kept."""
 

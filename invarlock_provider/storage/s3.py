@@ -338,6 +338,16 @@ class S3Store:
                         etag=entry.get("ETag"),
                     )
 
+    def children(self, prefix: str) -> list[str]:
+        base = f"{prefix}/" if prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        names: set[str] = set()
+        with translated_errors(self.uri, f"list {prefix or '/'}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/"):
+                names.update(entry["Prefix"][len(base) :].rstrip("/") for entry in page.get("CommonPrefixes", []))
+                names.update(entry["Key"][len(base) :] for entry in page.get("Contents", []))
+        return sorted(name for name in names if name)
+
     def supports_object_lock(self) -> bool:
         from botocore.exceptions import ClientError
 

@@ -47,7 +47,7 @@ def load_dag(name: str):
     return module.dag
 
 
-from tests.storage.conftest import bucket, locked_bucket, seaweed  # noqa: E402, F401  (the real S3 server, shared)
+from tests.storage.conftest import bucket, locked_bucket, s3_settings, seaweed  # noqa: E402, F401  (the real S3 server, shared)
 
 
 @pytest.fixture
