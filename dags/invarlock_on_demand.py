@@ -40,13 +40,19 @@ with DAG(
             "embedded:tiny-pydocs-gpt2",
             type="string",
             minLength=1,
-            description="Baseline model: a local directory, a hub id or embedded:NAME.",
+            description=(
+                "Baseline model: a local directory, s3://BUCKET/PREFIX/ (a save_pretrained folder), "
+                "a hub id or embedded:NAME."
+            ),
         ),
         "subject_model": Param(
             None,
             type=["null", "string"],
             minLength=1,
-            description="Subject checkpoint; leave empty to evaluate the baseline with the edit.",
+            description=(
+                "Subject checkpoint (a local directory or s3://BUCKET/PREFIX/); "
+                "leave empty to evaluate the baseline with the edit."
+            ),
         ),
         "edit": Param(
             "quant8",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -147,6 +148,7 @@ def run_command(
     from invarlock_provider.evaluation.termination import die_with_parent
     from invarlock_provider.evaluation.threads import thread_request
     from invarlock_provider.layout import check_run_dir_name, summarize_run
+    from invarlock_provider.run_inputs import fetch_store_inputs
     from invarlock_provider.run_sites import LocalTrySite, PlainSite
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
 
@@ -181,7 +183,13 @@ def run_command(
             raise BadInputError(f"--label {label!r}: expected KEY=VALUE")
         parsed_labels[key] = value
     lines = ProgressLines(scoring_lines=not progress)
-    options = {"show_progress": progress, "labels": parsed_labels, "threads": request, "progress_lines": lines}
+    options = {
+        "show_progress": progress,
+        "labels": parsed_labels,
+        "threads": request,
+        "progress_lines": lines,
+        "fetch_inputs": functools.partial(fetch_store_inputs, settings=s3_settings(endpoint_url, region, path_style)),
+    }
     try:
         if isinstance(location, RemoteFolder):
             summary = _run_into_store(resolved, location, run_dir_name, options)

@@ -58,10 +58,11 @@ class EvaluationWindows:
         return windows_digest([*self.preview, *self.final])
 
 
-def load_corpus(dataset: DatasetConfig) -> CorpusText:
+def load_corpus(dataset: DatasetConfig, fetched: Path | None = None) -> CorpusText:
+    """``fetched``: the local copy of an ``s3://`` ``dataset.path`` (the source records the URI)."""
     if dataset.provider == "hf":
         return _load_hf(dataset)
-    path = _local_path(dataset)
+    path = fetched or _local_path(dataset)
     if dataset.provider == "text":
         try:
             text = path.read_text(encoding="utf-8")

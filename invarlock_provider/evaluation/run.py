@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from invarlock_provider.config import ResolvedPreset, preset_snapshot
 from invarlock_provider.errors import EvaluationAbortedError, InvarlockError, require
 from invarlock_provider.evaluation.checkpoint import checkpoint_interval
 from invarlock_provider.evaluation.events import EventLog
+from invarlock_provider.evaluation.inputs import RunInputs
 from invarlock_provider.evaluation.network import apply_network_policy
 from invarlock_provider.evaluation.progress import ProgressLines
 from invarlock_provider.evaluation.termination import RunKilledError, TerminationWatch
@@ -59,8 +60,11 @@ def execute_run(
     labels: dict[str, str] | None = None,
     threads: ThreadRequest | None = None,
     progress_lines: ProgressLines | None = None,
+    fetch_inputs: Callable[[Any], RunInputs] | None = None,
 ) -> RunResult:
-    """``out`` is a runs/<name> folder (a new timestamped run in it) or a :class:`RunSite`."""
+    """``out`` is a runs/<name> folder (a new timestamped run in it) or a :class:`RunSite`.
+    ``fetch_inputs`` makes the preset's ``s3://`` inputs local (``run_inputs.fetch_store_inputs``);
+    it runs as the first phase, timed and logged as the run's own."""
     for module in ("torch", "transformers"):
         require(module, "hf")
     site: RunSite = PlainSite(out) if isinstance(out, Path) else out
@@ -92,7 +96,7 @@ def execute_run(
             request = threads or ThreadRequest()
             with ThreadSizer(request.threads, request.concurrent) as sizer:
                 scoring = Scoring(show_progress, sizer, lines, site, watch, events, checkpoint_s)
-                report = _evaluate(resolved, run_id, started_at, events, scoring)
+                report = _evaluate(resolved, run_id, started_at, events, scoring, fetch_inputs)
             report["meta"]["labels"] = dict(labels or {})
             report["meta"]["timings"]["events_mirror_s"] = round(mirror_s[0], 4)
             watch.interruptible = False  # committing: a SIGTERM from here on lets the commit finish
@@ -159,6 +163,7 @@ def _evaluate(
     started_at: datetime,
     events: EventLog,
     scoring: Scoring,
+    fetch_inputs: Callable[[Any], RunInputs] | None = None,
 ) -> dict[str, Any]:
     """Timed phase by phase (meta.timings); the corpus is tokenized and windowed on a second thread
     while the model loads, so the first window is scored as soon as the guards have run."""
@@ -201,19 +206,24 @@ def _evaluate(
         placement = plan_placement(preset.model.device_map, preset.model.max_memory, device)
     matmul_rates = _warn_on_slow_bf16(runtime, cpu, dtype_name, placement.input_device, events)
 
+    with _timed(timings, "inputs_s"):
+        inputs = fetch_inputs(preset) if fetch_inputs is not None else RunInputs(model=preset.model)
+    for role, stored in inputs.held.items():
+        events.emit("load", "input_fetched", role=role, uri=stored.uri, digest=stored.digest,
+                    objects=len(stored.objects), downloaded=stored.downloaded, path=str(stored.path))  # fmt: skip
     with _timed(timings, "tokenizer_s"):
-        check_model_weights(preset.model)
-        tokenizer = load_tokenizer(preset.model)
+        check_model_weights(inputs.model)
+        tokenizer = load_tokenizer(inputs.model)
         # Taken before the windows thread starts: from then on only that thread uses the tokenizer.
         tokenizer_size = len(tokenizer)
         tok_hash = tokenizer_hash(tokenizer)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="invarlock-windows") as windowing:
-        pending_windows = windowing.submit(_select_windows, preset, tokenizer)
+        pending_windows = windowing.submit(_select_windows, preset, tokenizer, inputs.dataset_file)
         with _timed(timings, "model_import_s"):
-            model_config, model_class = import_model_class(preset.model)
+            model_config, model_class = import_model_class(inputs.model)
         with _timed(timings, "model_load_s"):
             loaded = load_model(
-                preset.model, tokenizer, tokenizer_size, model_config, model_class,
+                inputs.model, tokenizer, tokenizer_size, model_config, model_class,
                 dtype=runtime.torch_dtype(dtype_name), placement=placement,
             )  # fmt: skip
             check_compatible(loaded, preset.dataset.seq_len)
@@ -357,6 +367,7 @@ def _evaluate(
                 "checkpoints": checkpointer.count,
             },
             "timings": timings,
+            "inputs": inputs.records,
             "resumed_from": _resume_record(resume),
         },
         "data": {
@@ -396,11 +407,11 @@ def _evaluate(
     }
 
 
-def _select_windows(preset: Any, tokenizer: Any) -> tuple[Any, Any, float]:
+def _select_windows(preset: Any, tokenizer: Any, dataset_file: Path | None) -> tuple[Any, Any, float]:
     from invarlock_provider.evaluation.data import build_windows, load_corpus
 
     begin = time.perf_counter()
-    corpus = load_corpus(preset.dataset)
+    corpus = load_corpus(preset.dataset, dataset_file)
     windows = build_windows(corpus, tokenizer, preset.dataset, preset.seed)
     return corpus, windows, round(time.perf_counter() - begin, 4)
 

@@ -24,6 +24,7 @@ class ObjectInfo:
     sha256: str | None = None
     locked_until: datetime | None = None
     etag: str | None = None  # what a conditional write or delete compares (S3 ETag; sha256 on a folder)
+    version_id: str | None = None  # on a versioned bucket, from HEAD (a listing does not say)
 
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")

@@ -445,4 +445,5 @@ def _object_info(key: str, response: dict[str, Any]) -> ObjectInfo:
         sha256=sha256,
         locked_until=locked_until,
         etag=response.get("ETag"),
+        version_id=response.get("VersionId"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -352,3 +353,39 @@ def test_a_forged_asset_event_never_promotes_a_failing_bundle(tmp_path: Path, re
     promoted = operator.execute(context)
     assert [record["report_name"] for record in promoted] == ["passing"]
     assert not list((tmp_path / "evidence" / ".promotions").rglob("*failing*"))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_only_in_the_bucket_is_evaluated_through_the_tasks_connection(
+    workdir: Path, seaweed, bucket: str, evidence_connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No AWS variables on the worker: the subprocess reads the checkpoint with the connection's keys."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from invarlock_provider.resources import resolve_embedded
+
+    evidence_connection("flag")
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("INVARLOCK_INPUT_CACHE", str(workdir / "input-cache"))
+    client = seaweed.client()
+    for path in resolve_embedded("embedded:tiny-pydocs-gpt2").iterdir():
+        client.put_object(Bucket=bucket, Key=f"models/finetuned/{path.name}", Body=path.read_bytes())
+    uri = f"s3://{bucket}/models/finetuned/"
+    operator = RunEvaluationOperator(
+        task_id="evaluate_subject", run_name="finetuned", model=uri, profile="dev",
+        output_root=str(workdir / "runs"), conn_id="evidence_s3",
+    )  # fmt: skip
+    result = operator.execute(context("manual__1", "evaluate_subject"))
+    report = json.loads(Path(result["report"].removeprefix("file://")).read_text())
+    assert report["meta"]["model_id"] == uri and report["meta"]["inputs"]["model"]["uri"] == uri.rstrip("/")
+
+    bad = json.loads(os.environ["AIRFLOW_CONN_EVIDENCE_S3"])
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_S3", json.dumps({**bad, "password": "not-the-secret"}))
+    monkeypatch.setenv("INVARLOCK_INPUT_CACHE", str(workdir / "other-cache"))
+    refused = RunEvaluationOperator(
+        task_id="evaluate_other", run_name="other", model=uri, profile="dev",
+        output_root=str(workdir / "runs"), conn_id="bad_s3",
+    )  # fmt: skip
+    with pytest.raises(AirflowException, match=r"credentials rejected.*\(connection 'bad_s3'\)"):
+        refused.execute(context("manual__1", "evaluate_other"))

@@ -153,7 +153,8 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         return {**summary, "reused": False, "link": summary["report"]}
 
     def _committed_run(self, out: str, run_dir_name: str, context: Any) -> tuple[dict[str, Any] | None, dict]:
-        """This DAG run's committed run (to reuse), and the environment the subprocess needs."""
+        """This DAG run's committed run (to reuse), and the environment the subprocess needs: the
+        connection's credentials, for the work store and for ``s3://`` model and data inputs."""
         from invarlock_provider.airflow.hooks import EvidenceStoreHook
         from invarlock_provider.errors import InvarlockError
         from invarlock_provider.storage.workstore import RemoteFolder
@@ -164,7 +165,8 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
             if isinstance(location, RemoteFolder):
                 finished = _own_stored_run(location.child(run_dir_name), context["ti"].run_id, self.log)
                 return finished, hook.environment()  # the subprocess reaches the store as this task does
-            return _own_local_run(location / run_dir_name, context["ti"].run_id, self.log), {}
+            # s3:// inputs (a checkpoint, a corpus) are read through the same connection
+            return _own_local_run(location / run_dir_name, context["ti"].run_id, self.log), hook.environment()
         except InvarlockError as exc:
             raise task_failure(exc, self.conn_id) from None
 
