@@ -79,11 +79,11 @@ def remembered_bundles(store: Any, where: str) -> list[Any]:
     deleted under a folder the store keeps (a prune killed half-way, a hostile writer) leaves the
     listing within the interval; its own page, which verifies the store as it is now, says so at
     once. Bundles are looked for down to FOLDER_DEPTH folders (``team/report/ev-...``)."""
-    from invarlock_provider.evaluation.intervals import seconds_from_env
+    from invarlock_provider.env_settings import positive_from_env
     from invarlock_provider.storage.bundle_reader import list_bundles_at
     from invarlock_provider.storage.uri import is_evidence_id, join_key
 
-    recheck = seconds_from_env(RECHECK_ENV, RECHECK_S)
+    recheck = positive_from_env(RECHECK_ENV, RECHECK_S)
 
     def bundle_keys(folder: str, depth: int) -> list[str]:
         found = []

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from invarlock_provider.env_settings import positive_from_env
 from invarlock_provider.errors import BadInputError, InvarlockError
-from invarlock_provider.evaluation.intervals import seconds_from_env
 from invarlock_provider.fileio import canonical_json, sha256_bytes
 from invarlock_provider.strict_json import expect, expect_digest, loads_object
 
@@ -31,7 +31,7 @@ MAX_CHECKPOINT_BYTES = 64 << 20
 
 def checkpoint_interval() -> float:
     """Seconds of scoring between checkpoints (``INVARLOCK_CHECKPOINT_INTERVAL_S``)."""
-    return seconds_from_env("INVARLOCK_CHECKPOINT_INTERVAL_S", DEFAULT_INTERVAL_S)
+    return positive_from_env("INVARLOCK_CHECKPOINT_INTERVAL_S", DEFAULT_INTERVAL_S)
 
 
 @dataclass(frozen=True)

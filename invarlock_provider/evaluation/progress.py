@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from invarlock_provider.evaluation.intervals import seconds_from_env
+from invarlock_provider.env_settings import positive_from_env
 
 PREFIX = "invarlock run:"
 STEPS = 20  # a line at every 5% of the windows
@@ -23,7 +23,7 @@ MIN_GAP_S = 2.0
 
 def progress_interval() -> float:
     """Seconds between scoring lines when no 5% step is crossed (``INVARLOCK_PROGRESS_INTERVAL_S``)."""
-    return seconds_from_env("INVARLOCK_PROGRESS_INTERVAL_S", DEFAULT_INTERVAL_S)
+    return positive_from_env("INVARLOCK_PROGRESS_INTERVAL_S", DEFAULT_INTERVAL_S)
 
 
 def _short(value: str | int | float) -> str:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
 
-from invarlock_provider.evaluation.intervals import seconds_from_env
+from invarlock_provider.env_settings import positive_from_env
 
 PARENT_PID_ENV = "INVARLOCK_PARENT_PID"
 GRACE_ENV = "INVARLOCK_KILL_GRACE_S"
@@ -57,7 +57,7 @@ def die_with_parent() -> None:
 
 
 def grace_seconds() -> float:
-    return seconds_from_env(GRACE_ENV, DEFAULT_GRACE_S)
+    return positive_from_env(GRACE_ENV, DEFAULT_GRACE_S)
 
 
 class TerminationWatch:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from invarlock_provider.env_settings import positive_from_env
 from invarlock_provider.errors import BadInputError, InvarlockError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, sha256_file, write_bytes_atomic
 from invarlock_provider.storage.objectstore import ObjectInfo, ObjectStore
@@ -108,16 +109,7 @@ def cache_folder() -> Path:
 
 
 def cache_limit_bytes() -> int:
-    raw = os.environ.get(CACHE_LIMIT_ENV, "").strip()
-    if not raw:
-        return int(DEFAULT_LIMIT_GB * 1024**3)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadInputError(f"{CACHE_LIMIT_ENV}: expected a size in GiB, got {raw!r}") from None
-    if not value > 0:
-        raise BadInputError(f"{CACHE_LIMIT_ENV}: expected a size in GiB > 0, got {raw!r}")
-    return int(value * 1024**3)
+    return int(positive_from_env(CACHE_LIMIT_ENV, DEFAULT_LIMIT_GB, "a size in GiB") * 1024**3)
 
 
 def input_digest(objects: list[FetchedObject]) -> str:
