@@ -57,7 +57,7 @@ with DAG(
     tags=["invarlock", "evaluation"],
     doc_md=__doc__,
 ) as dag:
-    plan = NightlyPlanOperator(task_id="plan")
+    plan = NightlyPlanOperator(task_id="plan", conn_id=WORK_CONN_ID)
     evaluation = {
         "preset": from_plan("preset"),
         "profile": from_plan("profile"),
@@ -75,6 +75,7 @@ with DAG(
         baseline=baseline.output,
         tier=from_plan("tier"),
         tiers_path=from_plan("tiers"),
+        tiers_sha256=from_plan("tiers_sha256"),
         reports_root=reports_root(),
         conn_id=WORK_CONN_ID,
     ).expand(subject=subjects.output)

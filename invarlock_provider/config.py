@@ -151,23 +151,28 @@ def bundled_presets() -> list[str]:
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_yaml_mapping(text, str(path))
+
+
+def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
+    """A YAML document whose top level is a mapping; ``where`` (a path or URI) names it in errors."""
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise BadInputError(f"{path}: malformed YAML{where}: {problem}") from None
+        raise BadInputError(f"{where}: malformed YAML{at}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise BadInputError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise BadInputError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -121,23 +122,27 @@ def _number(value: str | None, name: str, default: int, lowest: int) -> int:
 
 def plan_expectations() -> dict[str, str]:
     """The verdict each nightly report is expected to have (``expect:`` in the plan, PASS by default);
-    none when the plan cannot be read (the page then treats every FAIL as unexpected)."""
-    from invarlock_provider.airflow.nightly import load_plan, plan_path
+    none when the plan cannot be read (the page then treats every FAIL as unexpected). A local plan
+    is read again when it changes, one in a store (read through the work store's connection) once a
+    minute."""
+    from invarlock_provider.airflow.defaults import work_conn_id
+    from invarlock_provider.airflow.nightly import load_plan, plan_location, plan_store_settings
     from invarlock_provider.errors import InvarlockError
+    from invarlock_provider.storage.documents import is_store_location
 
-    path = plan_path()
+    location = plan_location()
     try:
-        stamp = os.stat(path).st_mtime_ns
+        stamp = int(time.monotonic() // 60) if is_store_location(location) else os.stat(location).st_mtime_ns
     except OSError:
         return {}
-    cached = _PLAN_CACHE.get(str(path))
+    cached = _PLAN_CACHE.get(location)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     try:
-        expectations = dict(load_plan(path).get("expectations") or {})
+        expectations = dict(load_plan(location, plan_store_settings(work_conn_id())).get("expectations") or {})
     except (InvarlockError, OSError):
         expectations = {}
-    _PLAN_CACHE[str(path)] = (stamp, expectations)
+    _PLAN_CACHE[location] = (stamp, expectations)
     return expectations
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from invarlock_provider.airflow.gate import VERDICTS
-from invarlock_provider.config import PROFILES, load_yaml_mapping
+from invarlock_provider.config import PROFILES, parse_yaml_mapping
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
@@ -19,30 +19,39 @@ PLAN_ENV = "INVARLOCK_NIGHTLY_CONFIG"
 TIERS = ("balanced", "conservative", "aggressive")
 
 
-def load_plan(path: Path | None = None) -> dict[str, Any]:
+def load_plan(location: str | Path | None = None, settings: Any = None) -> dict[str, Any]:
     """Validated plan: preset, profile, tier, tiers file, baseline model, subjects (run kwargs), the
     verdict each subject's report is expected to have (``expect``, PASS by default), retention.
 
-    A relative ``tiers`` path is relative to the plan file, not to the worker's working directory.
+    ``location`` is a path or a store URI (``s3://``, ``file://``; ``settings`` reach the store). A
+    relative ``tiers`` is relative to the plan, not to the worker's working directory. The tiers file
+    is read here, once: its sha256 (``tiers_sha256``) travels with the plan, so every build_report
+    judges by exactly the policy this read, on any worker.
     """
-    path = path or plan_path()
-    raw = load_yaml_mapping(path)
+    from invarlock_provider.fileio import sha256_bytes
+    from invarlock_provider.storage.documents import beside, read_document
+
+    path = str(location or plan_location())
+    raw = parse_yaml_mapping(_text(read_document(path, settings), path), path)
     profile = raw.get("profile")
     if profile is not None and profile not in PROFILES:
         raise BadInputError(f"{path}: profile must be one of {', '.join(PROFILES)}")
     tier = raw.get("tier", "balanced")
     if tier not in TIERS:
         raise BadInputError(f"{path}: tier must be one of {', '.join(TIERS)}")
-    tiers = raw.get("tiers")
+    tiers, tiers_sha256 = raw.get("tiers"), None
     if tiers is not None:
         if not isinstance(tiers, str) or not tiers:
-            raise BadInputError(f"{path}: tiers must be the path of a tiers.yaml")
-        tiers = str((path.parent / Path(tiers).expanduser()).resolve())
-        if not Path(tiers).is_file():
-            raise BadInputError(f"{path}: tiers file {tiers} does not exist")
-        from invarlock_provider.reporting.policy import load_tier
+            raise BadInputError(f"{path}: tiers must be the path or URI of a tiers.yaml")
+        tiers = beside(path, tiers)
+        try:
+            document = read_document(tiers, settings)
+        except BadInputError as exc:
+            raise BadInputError(f"{path}: tiers file {exc}") from None
+        from invarlock_provider.reporting.policy import tier_from_text
 
-        load_tier(tier, Path(tiers))  # a bad file fails the plan, not the reports after hours of evaluation
+        tier_from_text(tier, _text(document, tiers), tiers)  # a bad file fails the plan, not hours later
+        tiers_sha256 = sha256_bytes(document)
     entries = raw.get("subjects")
     if not isinstance(entries, list) or not entries:
         raise BadInputError(f"{path}: subjects must be a non-empty list")
@@ -67,6 +76,7 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
         "profile": profile,
         "tier": tier,
         "tiers": tiers,
+        "tiers_sha256": tiers_sha256,
         "baseline_model": (raw.get("baseline") or {}).get("model"),
         "subjects": subjects,
         "expectations": expectations,
@@ -76,14 +86,36 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
 
 
 class NightlyPlanOperator(BaseOperator):
-    """Read configs/nightly.yaml when the DAG runs. Returns the subjects (what the evaluations map
-    over) and pushes the other settings under XCom key ``settings`` for the templates."""
+    """Read the nightly plan (``INVARLOCK_NIGHTLY_CONFIG``: a path, or a store URI read through
+    ``conn_id``) when the DAG runs. Returns the subjects (what the evaluations map over) and pushes
+    the other settings under XCom key ``settings`` for the templates."""
+
+    def __init__(self, *, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        plan = load_plan()
+        plan = load_plan(plan_location(), plan_store_settings(self.conn_id))
         context["ti"].xcom_push(key="settings", value={k: v for k, v in plan.items() if k != "subjects"})
         return plan["subjects"]
 
 
-def plan_path() -> Path:
-    return Path(os.environ.get(PLAN_ENV) or configs_dir() / "nightly.yaml")
+def plan_location() -> str:
+    """``INVARLOCK_NIGHTLY_CONFIG`` (a path or a store URI), else the bundled nightly.yaml."""
+    return os.environ.get(PLAN_ENV) or str(configs_dir() / "nightly.yaml")
+
+
+def plan_store_settings(conn_id: str | None) -> Any:
+    """The connection's S3 settings when the plan is in a bucket; None (nothing to reach) otherwise."""
+    if not plan_location().startswith("s3://"):
+        return None
+    from invarlock_provider.airflow.hooks import EvidenceStoreHook
+
+    return EvidenceStoreHook(conn_id or None).s3_settings
+
+
+def _text(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{where}: not UTF-8 text (byte {exc.start})") from None

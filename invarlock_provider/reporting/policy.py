@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from invarlock_provider.config import deep_merge, load_yaml_mapping
+from invarlock_provider.config import deep_merge, load_yaml_mapping, parse_yaml_mapping
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes
 from invarlock_provider.resources import configs_dir
@@ -52,7 +52,15 @@ def default_tiers_path() -> Path:
 
 def load_tier(tier: str, path: Path | None = None) -> TierPolicy:
     path = path or default_tiers_path()
-    document = load_yaml_mapping(path)
+    return tier_from_document(tier, load_yaml_mapping(path), str(path))
+
+
+def tier_from_text(tier: str, text: str, where: str) -> TierPolicy:
+    """A tier of a tiers file read elsewhere (a store); ``where`` names it in errors."""
+    return tier_from_document(tier, parse_yaml_mapping(text, where), where)
+
+
+def tier_from_document(tier: str, document: dict[str, Any], path: str) -> TierPolicy:
     if document.get("schema_version") != TIERS_SCHEMA:
         raise BadInputError(f"{path}: schema_version must be {TIERS_SCHEMA!r}")
     tiers = document.get("tiers")

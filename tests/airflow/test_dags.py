@@ -315,7 +315,10 @@ def test_the_nightly_plan_checks_its_tiers_file(tmp_path: Path) -> None:
     plan.write_text(subjects)
     assert load_plan(plan)["tiers"] is None
     plan.write_text(f"tiers: team-tiers.yaml\n{subjects}")
-    with pytest.raises(BadInputError, match=r"nightly.yaml: tiers file .*/plans/team-tiers.yaml does not exist"):
+    with pytest.raises(
+        BadInputError,
+        match=r"nightly.yaml: tiers file .*/plans/team-tiers.yaml: cannot read \(No such file or directory\)",
+    ):
         load_plan(plan)
     (tmp_path / "plans" / "team-tiers.yaml").write_text("schema_version: invarlock.tiers/1\ntiers: {}\n")
     with pytest.raises(BadInputError, match=r"team-tiers\.yaml: no tier 'balanced'"):
@@ -385,3 +388,36 @@ def test_the_nightly_plan_checks_edit_parameters(tmp_path: Path, edit: str, mess
         load_plan(plan)
     plan.write_text("subjects:\n  - {name: s, edit: 'quant:group=32,bits=4'}\n")
     assert load_plan(plan)["subjects"][0]["edit"] == "quant:bits=4,group=32"
+
+
+def test_a_plan_and_its_tiers_file_are_read_from_the_bucket(seaweed, bucket: str, s3_settings, tmp_path: Path) -> None:
+    """No copy on any worker: the plan names its tiers file beside it, and the sha256 of what was read
+    travels with the plan."""
+    import hashlib
+
+    from invarlock_provider.airflow.nightly import load_plan
+    from invarlock_provider.errors import BadInputError
+
+    client = seaweed.client()
+    tiers = (REPO / "configs" / "tiers.yaml").read_bytes()
+    client.put_object(Bucket=bucket, Key="plans/team-tiers.yaml", Body=tiers)
+    subjects = "subjects:\n  - {name: finetuned, model: 's3://models/finetuned-2026-11/'}\n"
+    client.put_object(Bucket=bucket, Key="plans/nightly.yaml", Body=f"tiers: team-tiers.yaml\n{subjects}".encode())
+    plan = load_plan(f"s3://{bucket}/plans/nightly.yaml", s3_settings)
+    assert plan["tiers"] == f"s3://{bucket}/plans/team-tiers.yaml"
+    assert plan["tiers_sha256"] == hashlib.sha256(tiers).hexdigest()
+    assert plan["subjects"] == [{"run_name": "finetuned", "edit": "noop", "model": "s3://models/finetuned-2026-11/"}]
+
+    client.put_object(Bucket=bucket, Key="plans/escape.yaml", Body=f"tiers: ../../../x.yaml\n{subjects}".encode())
+    with pytest.raises(BadInputError, match=r"escape\.yaml: '\.\./\.\./\.\./x\.yaml' leaves the bucket"):
+        load_plan(f"s3://{bucket}/plans/escape.yaml", s3_settings)
+    client.put_object(Bucket=bucket, Key="plans/missing.yaml", Body=f"tiers: gone.yaml\n{subjects}".encode())
+    with pytest.raises(
+        BadInputError, match=rf"missing\.yaml: tiers file s3://{bucket}/plans/gone\.yaml: no such object"
+    ):
+        load_plan(f"s3://{bucket}/plans/missing.yaml", s3_settings)
+    with pytest.raises(BadInputError, match=rf"s3://{bucket}/plans/none\.yaml: no such object"):
+        load_plan(f"s3://{bucket}/plans/none.yaml", s3_settings)
+    client.put_object(Bucket=bucket, Key="plans/huge.yaml", Body=b"#" * (1024 * 1024 + 1))
+    with pytest.raises(BadInputError, match="more than a configuration file may have"):
+        load_plan(f"s3://{bucket}/plans/huge.yaml", s3_settings)

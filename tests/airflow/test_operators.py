@@ -389,3 +389,50 @@ def test_a_checkpoint_only_in_the_bucket_is_evaluated_through_the_tasks_connecti
     )  # fmt: skip
     with pytest.raises(AirflowException, match=r"credentials rejected.*\(connection 'bad_s3'\)"):
         refused.execute(context("manual__1", "evaluate_other"))
+
+
+@pytest.mark.slow
+def test_the_plan_and_policy_live_only_in_the_bucket_and_a_changed_policy_is_refused(
+    workdir: Path, evaluated: dict, seaweed, bucket: str, evidence_connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan reads both through the connection; build_report judges by the tiers file plan read, and
+    refuses one rewritten since, so no report of the run is judged by another policy."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from invarlock_provider.airflow.nightly import NightlyPlanOperator
+
+    evidence_connection("flag")
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    client = seaweed.client()
+    team = (Path(__file__).resolve().parents[2] / "configs" / "tiers.yaml").read_text()
+    team = team.replace("ratio_limit: 1.10", "ratio_limit: 1.37", 1)
+    client.put_object(Bucket=bucket, Key="plans/team-tiers.yaml", Body=team.encode())
+    plan_text = "tiers: team-tiers.yaml\nsubjects:\n  - {name: quant8, edit: quant8}\n"
+    client.put_object(Bucket=bucket, Key="plans/nightly.yaml", Body=plan_text.encode())
+    monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", f"s3://{bucket}/plans/nightly.yaml")
+
+    pushed: dict = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
+    subjects = NightlyPlanOperator(task_id="plan", conn_id="evidence_s3").execute({"ti": ti})
+    assert subjects == [{"run_name": "quant8", "edit": "quant8", "model": ""}]
+    settings = pushed["settings"]
+    assert settings["tiers"] == f"s3://{bucket}/plans/team-tiers.yaml" and len(settings["tiers_sha256"]) == 64
+
+    def build(task_id: str) -> dict:
+        return BuildReportOperator(
+            task_id=task_id, subject=evaluated["quant8"], baseline=evaluated["baseline"],
+            report_name=task_id, reports_root=str(workdir / "reports"), tier="balanced",
+            tiers_path=settings["tiers"], tiers_sha256=settings["tiers_sha256"], conn_id="evidence_s3",
+        ).execute(context("manual__1", task_id))  # fmt: skip
+
+    summary = build("judged")
+    folder = Path(summary["report_dir"].removeprefix("file://"))
+    evaluation = json.loads((folder / "evaluation.report.json").read_text())
+    assert evaluation["policy"]["ratio_limit"] == 1.37  # the team's limit, from the bucket
+    client.put_object(Bucket=bucket, Key="plans/team-tiers.yaml", Body=team.replace("1.37", "9.99").encode())
+    with pytest.raises(
+        AirflowFailException, match=r"team-tiers\.yaml: sha256 [0-9a-f]{64} differs from .*the plan read"
+    ):
+        build("rejudged")
+    assert not (workdir / "reports" / "rejudged").exists()

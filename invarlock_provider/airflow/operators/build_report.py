@@ -26,8 +26,11 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
     """Pair a subject with its baseline (``invarlock report``) into reports/<report_name>/
     (default: the subject's run name and the tier, e.g. ``quant8_balanced``).
 
-    ``tiers_path`` is a tiers.yaml with the team's own limits (``invarlock report --tiers``); empty
-    or None: the bundled configs/tiers.yaml. The resolved limits are in the evaluation's ``policy``.
+    ``tiers_path`` is a tiers.yaml with the team's own limits (``invarlock report --tiers``), a path
+    or a store URI read through ``conn_id``; empty or None: the bundled configs/tiers.yaml. With
+    ``tiers_sha256`` (what the nightly plan read), a tiers file that changed since is refused, so
+    every report of a run is judged by one policy. The resolved limits are in the evaluation's
+    ``policy``.
     """
 
     template_fields: Sequence[str] = (
@@ -37,6 +40,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         "reports_root",
         "tier",
         "tiers_path",
+        "tiers_sha256",
         "conn_id",
     )
     operator_extra_links = (EvidenceLink(),)
@@ -50,6 +54,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         reports_root: str = "reports",
         tier: str = "balanced",
         tiers_path: str | None = None,
+        tiers_sha256: str | None = None,
         html: bool = True,
         copy_baseline: bool = True,
         with_events: bool = True,
@@ -65,6 +70,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         self.reports_root = reports_root
         self.tier = tier
         self.tiers_path = tiers_path
+        self.tiers_sha256 = tiers_sha256
         self.html = html
         self.copy_baseline = copy_baseline
         self.with_events = with_events
@@ -77,7 +83,6 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         from invarlock_provider.errors import InvarlockError
         from invarlock_provider.reporting.evaluation import run_name
         from invarlock_provider.reporting.lineage import evaluation_lineage
-        from invarlock_provider.reporting.policy import load_tier
         from invarlock_provider.reporting.summary import evaluation_summary
         from invarlock_provider.storage.handoff import load_run, write_report
         from invarlock_provider.storage.uri import check_segment
@@ -94,7 +99,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
                 name = check_segment(self.report_name or f"{run_name(subject.path)}_{self.tier}", "report_name")
                 baseline = load_run(baseline_ref, "baseline", scratch, settings, baseline_sha)
                 fetch_s = time.perf_counter() - started
-                policy = load_tier(self.tier, Path(self.tiers_path) if self.tiers_path else None)
+                policy = self._policy(hook)
                 written = write_report(
                     join(self.reports_root, name),
                     subject,
@@ -137,3 +142,25 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
 
             raise AirflowFailException(f"verdict FAIL for {name}: {'; '.join(summary['reasons'])}")
         return summary
+
+    def _policy(self, hook: Any) -> Any:
+        from invarlock_provider.errors import BadInputError
+        from invarlock_provider.fileio import sha256_bytes
+        from invarlock_provider.reporting.policy import load_tier, tier_from_text
+        from invarlock_provider.storage.documents import read_document
+
+        if not self.tiers_path:
+            return load_tier(self.tier)
+        settings = hook.s3_settings if self.tiers_path.startswith("s3://") else None
+        document = read_document(self.tiers_path, settings)
+        digest = sha256_bytes(document)
+        if self.tiers_sha256 and digest != self.tiers_sha256:
+            raise BadInputError(
+                f"{self.tiers_path}: sha256 {digest} differs from {self.tiers_sha256}, the tiers file the plan "
+                "read; it changed during this DAG run, so its reports would be judged by different policies"
+            )
+        try:
+            text = document.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"{self.tiers_path}: not UTF-8 text (byte {exc.start})") from None
+        return tier_from_text(self.tier, text, self.tiers_path)
