@@ -21,6 +21,7 @@ from invarlock_provider.airflow.defaults import (
     archive_target,
     evaluation_pool,
     evaluation_queue,
+    hub_conn_id,
     object_lock_days,
     object_lock_mode,
     reports_root,
@@ -63,11 +64,16 @@ with DAG(
         "profile": from_plan("profile"),
         "output_root": RUNS_ROOT,
         "conn_id": WORK_CONN_ID,
+        "hub_conn_id": hub_conn_id(),
         "queue": evaluation_queue(),
         "pool": evaluation_pool(),
     }
     baseline = RunEvaluationOperator(
-        task_id="evaluate_baseline", run_name="baseline", model=from_plan("baseline_model"), **evaluation
+        task_id="evaluate_baseline",
+        run_name="baseline",
+        model=from_plan("baseline_model"),
+        revision=from_plan("baseline_revision"),
+        **evaluation,
     )
     subjects = RunEvaluationOperator.partial(task_id="evaluate_subject", **evaluation).expand_kwargs(plan.output)
     reports = BuildReportOperator.partial(

@@ -18,6 +18,7 @@ from invarlock_provider.airflow.defaults import (
     default_archive_target,
     evaluation_pool,
     evaluation_queue,
+    hub_conn_id,
     reports_root,
     runs_root,
     signing_conn_id,
@@ -83,6 +84,7 @@ with DAG(
         "profile": "{{ params.profile }}",
         "output_root": runs_root(),
         "conn_id": WORK_CONN_ID,
+        "hub_conn_id": hub_conn_id(),
         "queue": evaluation_queue(),
         "pool": evaluation_pool(),
     }

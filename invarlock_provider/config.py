@@ -30,6 +30,17 @@ def check_edit(value: str, where: str) -> None:
     parse_edit(value, where)
 
 
+def check_revision(value: str, where: str) -> None:
+    """A hub revision: a commit sha pins it; a branch or tag is accepted and the run warns."""
+    if not value or len(value) > 128 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise BadInputError(f"{where}: expected a hub revision (a commit sha), got {value!r}")
+
+
+def is_commit(revision: str | None) -> bool:
+    """A 40-hex commit sha: the only revision that names fixed content."""
+    return isinstance(revision, str) and len(revision) == 40 and all(ch in "0123456789abcdef" for ch in revision)
+
+
 PROVIDERS = ("hf", "text", "jsonl")
 DEFAULT_PRESET = "causal_lm/tiny_pydocs_128"
 PRESET_SUFFIXES = (".yaml", ".yml")
@@ -39,7 +50,7 @@ PRESET_SUFFIXES = (".yaml", ".yml")
 class ModelConfig:
     id: str
     tokenizer: str | None = None
-    revision: str | None = None
+    revision: str | None = field(default=None, metadata={"check": check_revision})
     trust_remote_code: bool = False
     device_map: str | None = field(default=None, metadata={"check": check_device_map})
     max_memory: dict[str, Any] | None = field(default=None, metadata={"check": check_max_memory})
@@ -50,6 +61,7 @@ class DatasetConfig:
     provider: str = field(metadata={"choices": PROVIDERS})
     id: str | None = None
     config: str | None = None
+    revision: str | None = field(default=None, metadata={"check": check_revision})
     split: str = "test"
     path: str | None = None
     text_field: str = "text"
@@ -89,6 +101,7 @@ class RunOverrides:
     """Command-line values that win over preset and profile."""
 
     model: str | None = None
+    revision: str | None = None
     edit: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -111,6 +124,10 @@ class RunOverrides:
         for (section, key), value in pairs.items():
             if value is not None:
                 mapping.setdefault(section, {})[key] = value
+        if self.model is not None:  # a preset's pin belongs to its own model, never to another one
+            mapping["model"]["revision"] = self.revision
+        elif self.revision is not None:
+            mapping.setdefault("model", {})["revision"] = self.revision
         if self.seed is not None:
             mapping["seed"] = self.seed
         return mapping

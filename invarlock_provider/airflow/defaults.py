@@ -95,6 +95,11 @@ def signing_conn_id() -> str | None:
     return os.environ.get("INVARLOCK_SIGNING_CONN_ID") or None
 
 
+def hub_conn_id() -> str | None:
+    """The connection holding the model hub's token (its password), handed to evaluations only."""
+    return os.environ.get("INVARLOCK_HUB_CONN_ID") or None
+
+
 def evaluation_queue() -> str:
     """Queue of the evaluation tasks; Airflow's default queue when unset."""
     from airflow.configuration import conf

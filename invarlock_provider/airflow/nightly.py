@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from invarlock_provider.airflow.gate import VERDICTS
-from invarlock_provider.config import PROFILES, parse_yaml_mapping
+from invarlock_provider.config import PROFILES, check_revision, parse_yaml_mapping
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
@@ -62,14 +62,15 @@ def load_plan(location: str | Path | None = None, settings: Any = None) -> dict[
             raise BadInputError(f"{path}: subjects[{position}] needs a name")
         name = check_segment(entry["name"], f"{path}: subjects[{position}].name")
         edit = parse_edit(str(entry.get("edit") or "noop"), f"{path}: subjects[{position}].edit").spec
-        unknown = set(entry) - {"name", "edit", "model", "expect"}
+        unknown = set(entry) - {"name", "edit", "model", "revision", "expect"}
         if unknown:
             raise BadInputError(f"{path}: subjects[{position}]: unknown keys {', '.join(sorted(unknown))}")
         expect = entry.get("expect", "PASS")
         if expect not in VERDICTS:
             raise BadInputError(f"{path}: subjects[{position}].expect must be PASS or FAIL, not {expect!r}")
         expectations[f"{name}_{tier}"] = expect  # the report BuildReportOperator names after the subject
-        subjects.append({"run_name": name, "edit": edit, "model": entry.get("model") or ""})
+        revision = _revision(entry.get("revision"), f"{path}: subjects[{position}].revision")
+        subjects.append({"run_name": name, "edit": edit, "model": entry.get("model") or "", "revision": revision})
     retention = raw.get("retention") or {}
     return {
         "preset": raw.get("preset"),
@@ -78,6 +79,7 @@ def load_plan(location: str | Path | None = None, settings: Any = None) -> dict[
         "tiers": tiers,
         "tiers_sha256": tiers_sha256,
         "baseline_model": (raw.get("baseline") or {}).get("model"),
+        "baseline_revision": _revision((raw.get("baseline") or {}).get("revision"), f"{path}: baseline.revision"),
         "subjects": subjects,
         "expectations": expectations,
         "retention_keep_last": retention.get("keep_last"),
@@ -112,6 +114,16 @@ def plan_store_settings(conn_id: str | None) -> Any:
     from invarlock_provider.airflow.hooks import EvidenceStoreHook
 
     return EvidenceStoreHook(conn_id or None).s3_settings
+
+
+def _revision(value: Any, where: str) -> str:
+    """A hub revision for a run, or "" (the template's "unset")."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadInputError(f"{where}: expected a hub revision (a commit sha), got {value!r}")
+    check_revision(value, where)
+    return value
 
 
 def _text(data: bytes, where: str) -> str:

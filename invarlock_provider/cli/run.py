@@ -13,7 +13,7 @@ import click
 
 from invarlock_provider.cli.errors import reports_errors
 from invarlock_provider.cli.store_options import ENV_HELP, s3_settings, store_options
-from invarlock_provider.config import DEVICES, DTYPES, PROFILES, RunOverrides, load_preset
+from invarlock_provider.config import DEVICES, DTYPES, PROFILES, RunOverrides, check_revision, load_preset
 from invarlock_provider.device_map_spec import check_device_map, parse_max_memory_options
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
@@ -52,7 +52,18 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
     metavar="PRESET",
     help="Preset YAML file or bundled preset name [default: the embedded tiny model].",
 )
-@click.option("--model", default=None, metavar="ID_OR_PATH", help="Model directory or hub id (overrides the preset).")
+@click.option(
+    "--model",
+    default=None,
+    metavar="ID_OR_PATH",
+    help="Model directory, s3://BUCKET/PREFIX/ or hub id (overrides the preset).",
+)
+@click.option(
+    "--revision",
+    default=None,
+    metavar="SHA",
+    help="Hub revision of --model (or of the preset's model): a commit sha pins it.",
+)
 @click.option(
     "--edit",
     default=None,
@@ -120,6 +131,7 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
 def run_command(
     preset: str | None,
     model: str | None,
+    revision: str | None,
     edit: str | None,
     out: Path | None,
     profile: str | None,
@@ -162,8 +174,11 @@ def run_command(
         edit = parse_edit(edit).spec  # a bad parameter fails here, naming --edit, before anything loads
     if device_map is not None:
         check_device_map(device_map, "--device-map")
+    if revision is not None:
+        check_revision(revision, "--revision")
     overrides = RunOverrides(
         model=model,
+        revision=revision,
         edit=edit,
         device=device,
         dtype=dtype,

@@ -107,7 +107,7 @@ def _load_hf(dataset: DatasetConfig) -> CorpusText:
     import datasets
 
     try:
-        loaded = datasets.load_dataset(dataset.id, dataset.config, split=dataset.split)
+        loaded = datasets.load_dataset(dataset.id, dataset.config, split=dataset.split, revision=dataset.revision)
     except Exception as exc:  # datasets raises many unrelated types for "not available"
         hint = "" if network_allowed() else " (network is off: pre-cache it or set INVARLOCK_ALLOW_NETWORK=1)"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -125,6 +125,7 @@ def _load_hf(dataset: DatasetConfig) -> CorpusText:
             "dataset_id": dataset.id,
             "dataset_config": dataset.config,
             "split": dataset.split,
+            "revision": dataset.revision,
             "fingerprint": getattr(loaded, "_fingerprint", None),
         },
     )

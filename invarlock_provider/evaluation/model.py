@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from invarlock_provider.config import ModelConfig
+from invarlock_provider.config import ModelConfig, is_commit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.evaluation.network import network_allowed
 from invarlock_provider.evaluation.placement import Placement
@@ -212,6 +212,36 @@ def _load_failure(what: str, source: str, local: bool, offline: bool, exc: Excep
     if offline:
         return f"{what} '{source}' is not a local directory or in the Hugging Face cache; {_NETWORK_HINT}"
     return f"cannot load {what} '{source}' from the hub: {reason}"
+
+
+def hub_commit(config: ModelConfig, loaded: LoadedModel) -> str | None:
+    """The hub commit the checkpoint was read at: its snapshot folder in the Hugging Face cache,
+    which a hub load fills and an offline load reads (the revision, a branch included, resolved
+    through the cache's refs); None for a local folder."""
+    if Path(loaded.source).is_dir():
+        return None
+    snapshot = _cached_snapshot(config)
+    return snapshot.name if snapshot is not None else None
+
+
+def unpinned_hub_inputs(preset: Any, loaded: LoadedModel, commit: str | None, network: bool) -> list[str]:
+    """With the network allowed, a hub model or dataset without a commit sha loads whatever its
+    branch points at today: one warning each, naming what was read, so the report can be pinned."""
+    if not network:
+        return []
+    warnings = []
+    model = preset.model
+    if not Path(loaded.source).is_dir() and not is_commit(model.revision):  # read from the hub
+        pinned = f"revision {model.revision!r} is not a commit" if model.revision else "no revision"
+        warnings.append(
+            f"model {model.id}: {pinned}; read at commit {commit}: "
+            "set model.revision (or --revision) to that sha to evaluate exactly this again"
+        )
+    dataset = preset.dataset
+    if dataset.provider == "hf" and not is_commit(dataset.revision):
+        pinned = f"revision {dataset.revision!r} is not a commit" if dataset.revision else "no revision"
+        warnings.append(f"dataset {dataset.id}: {pinned}; set dataset.revision to a commit sha to pin it")
+    return warnings
 
 
 def context_length(config: Any) -> int | None:

@@ -181,10 +181,12 @@ def _evaluate(
         from invarlock_provider.evaluation.model import (
             check_compatible,
             check_model_weights,
+            hub_commit,
             import_model_class,
             load_model,
             load_tokenizer,
             tokenizer_hash,
+            unpinned_hub_inputs,
         )
         from invarlock_provider.evaluation.placement import (
             describe_device_map,
@@ -229,6 +231,7 @@ def _evaluate(
             check_compatible(loaded, preset.dataset.seq_len)
             model_params = sum(p.numel() for p in loaded.model.parameters())
         timings["load_s"] = round(sum(timings[k] for k in ("tokenizer_s", "model_import_s", "model_load_s")), 4)
+        commit = hub_commit(inputs.model, loaded)
         input_device = input_device_of(loaded.model, placement.input_device)
         device_map = describe_device_map(loaded.model, placement) if placement.split else None
         events.emit(
@@ -242,8 +245,12 @@ def _evaluate(
             quantization=loaded.quantization,
             parameters=model_params,
             network_allowed=network,
+            revision=preset.model.revision,
+            commit=commit,
             seconds=timings["load_s"],
         )
+        for warning in unpinned_hub_inputs(preset, loaded, commit, network):
+            _emit_warning(events, "unpinned_hub_input", warning)
 
         with _timed(timings, "digest_s"):
             loaded_digest = weights_digest(loaded.model) if preset.edit.name != "noop" else None
@@ -335,6 +342,7 @@ def _evaluate(
             "model_source": loaded.source,
             "model_class": type(loaded.model).__name__,
             "model_revision": preset.model.revision,
+            "model_commit": commit,
             "trust_remote_code": preset.model.trust_remote_code,
             "parameters": model_params,
             "context_length": loaded.context_length,

@@ -406,7 +406,8 @@ def test_a_plan_and_its_tiers_file_are_read_from_the_bucket(seaweed, bucket: str
     plan = load_plan(f"s3://{bucket}/plans/nightly.yaml", s3_settings)
     assert plan["tiers"] == f"s3://{bucket}/plans/team-tiers.yaml"
     assert plan["tiers_sha256"] == hashlib.sha256(tiers).hexdigest()
-    assert plan["subjects"] == [{"run_name": "finetuned", "edit": "noop", "model": "s3://models/finetuned-2026-11/"}]
+    expected = {"run_name": "finetuned", "edit": "noop", "model": "s3://models/finetuned-2026-11/", "revision": ""}
+    assert plan["subjects"] == [expected]
 
     client.put_object(Bucket=bucket, Key="plans/escape.yaml", Body=f"tiers: ../../../x.yaml\n{subjects}".encode())
     with pytest.raises(BadInputError, match=r"escape\.yaml: '\.\./\.\./\.\./x\.yaml' leaves the bucket"):

@@ -415,7 +415,7 @@ def test_the_plan_and_policy_live_only_in_the_bucket_and_a_changed_policy_is_ref
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
     subjects = NightlyPlanOperator(task_id="plan", conn_id="evidence_s3").execute({"ti": ti})
-    assert subjects == [{"run_name": "quant8", "edit": "quant8", "model": ""}]
+    assert subjects == [{"run_name": "quant8", "edit": "quant8", "model": "", "revision": ""}]
     settings = pushed["settings"]
     assert settings["tiers"] == f"s3://{bucket}/plans/team-tiers.yaml" and len(settings["tiers_sha256"]) == 64
 
@@ -436,3 +436,32 @@ def test_the_plan_and_policy_live_only_in_the_bucket_and_a_changed_policy_is_ref
     ):
         build("rejudged")
     assert not (workdir / "reports" / "rejudged").exists()
+
+
+@pytest.mark.slow
+def test_the_hub_token_reaches_only_the_runs_environment(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    secret = "hf_not_a_real_token_7f3a9c"
+    monkeypatch.setenv("AIRFLOW_CONN_HUB", json.dumps({"conn_type": "generic", "password": secret}))
+    operator = RunEvaluationOperator(
+        task_id="evaluate", run_name="pinned", profile="dev", output_root=str(workdir / "runs"),
+        revision="0123456789abcdef0123456789abcdef01234567", hub_conn_id="hub",
+    )  # fmt: skip
+    assert operator._hub_environment() == {"HF_TOKEN": secret}
+    assert "--revision" in operator._arguments("out", "name", context("manual__1", "evaluate"))
+    result = operator.execute(context("manual__1", "evaluate"))  # the embedded model: a local folder
+    run_dir = Path(result["run_dir"].removeprefix("file://"))
+    written = "".join(path.read_text() for path in run_dir.rglob("*") if path.is_file())
+    assert secret not in written and secret not in json.dumps(result) and secret not in caplog.text
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["meta"]["model_revision"] == "0123456789abcdef0123456789abcdef01234567"
+
+    monkeypatch.setenv("AIRFLOW_CONN_EMPTY", json.dumps({"conn_type": "generic"}))
+    empty = RunEvaluationOperator(
+        task_id="evaluate", run_name="x", output_root=str(workdir / "runs"), hub_conn_id="empty"
+    )
+    with pytest.raises(AirflowFailException, match="connection 'empty': no password"):
+        empty._hub_environment()

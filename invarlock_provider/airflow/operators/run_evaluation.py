@@ -45,6 +45,8 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         "dtype",
         "device_map",
         "conn_id",
+        "revision",
+        "hub_conn_id",
     )
     operator_extra_links = (EvidenceLink(),)
     _lineage_facet = "run"
@@ -69,10 +71,14 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         in_subprocess: bool = True,
         kill_grace_s: float = 15.0,
         conn_id: str | None = None,
+        revision: str | None = None,
+        hub_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
+        self.revision = revision
+        self.hub_conn_id = hub_conn_id
         self.run_name = run_name
         self.preset = preset
         self.model = model
@@ -96,6 +102,7 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         for flag, value in (
             ("-c", self.preset),
             ("--model", self.model),
+            ("--revision", self.revision),
             ("--edit", self.edit),
             ("--profile", self.profile),
             ("--device", self.device),
@@ -134,7 +141,7 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         args = self._arguments(out, run_dir_name, context)
         with owned_temporary_directory("invarlock-evaluate-") as scratch:
             # The run's scratch (a store run scores here before its upload) ends with the task.
-            env = {**os.environ, **environment, "TMPDIR": str(scratch)}
+            env = {**os.environ, **environment, **self._hub_environment(), "TMPDIR": str(scratch)}
             try:
                 summary = self._run_subprocess(args, env) if self.in_subprocess else self._run_in_process(args, env)
             except Exception:
@@ -169,6 +176,20 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
             return _own_local_run(location / run_dir_name, context["ti"].run_id, self.log), hook.environment()
         except InvarlockError as exc:
             raise task_failure(exc, self.conn_id) from None
+
+    def _hub_environment(self) -> dict[str, str]:
+        """The hub token of ``hub_conn_id`` (its password, from any secrets backend), for the run's
+        process only: it is in no argument, log line, XCom or report."""
+        if not self.hub_conn_id:
+            return {}
+        from airflow.sdk import BaseHook
+
+        token = BaseHook.get_connection(self.hub_conn_id).password
+        if not token:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"connection {self.hub_conn_id!r}: no password (the hub token) set")
+        return {"HF_TOKEN": token}
 
     def _run_subprocess(self, args: list[str], env: dict[str, str]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
