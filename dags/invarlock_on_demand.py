@@ -34,6 +34,9 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    # Runs share reports/<report_name>/ and the baseline's folder beside it: a second trigger waits
+    # for the first to finish instead of rebuilding the folder under its build_report and archive.
+    max_active_runs=1,
     tags=["invarlock", "evaluation"],
     doc_md=__doc__,
     params={

@@ -103,6 +103,7 @@ def test_a_param_outside_its_enum_is_refused_before_any_task(workdir: Path) -> N
     with pytest.raises(ParamValidationError, match="edit"):
         dag.test(run_conf={"edit": "int4"})
     assert not (workdir / "runs").exists()
+    assert dag.max_active_runs == 1  # runs share reports/<report_name>/: a second one queues
 
 
 @pytest.mark.slow

@@ -290,3 +290,75 @@ def test_invarlock_run_evaluates_a_checkpoint_and_a_corpus_that_live_only_in_the
     assert local["data"]["windows_digest"] == first["data"]["windows_digest"]
     assert local["metrics"]["primary_metric"] == first["metrics"]["primary_metric"]
     assert local["meta"]["inputs"] == {}
+
+
+FETCH_SCRIPT = """
+import sys
+from pathlib import Path
+
+from tests.storage import faults
+
+faults.install()
+from invarlock_provider.run_inputs import checkpoint_names
+from invarlock_provider.storage.input_cache import InputCache
+from invarlock_provider.storage.s3 import S3Settings, S3Store
+from invarlock_provider.storage.uri import parse_store_uri
+
+bucket, cache, endpoint = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+store = S3Store(parse_store_uri(f"s3://{bucket}"), S3Settings(endpoint, "us-east-1", True))
+stored = InputCache(cache).fetch(store, "models/killed", check_names=checkpoint_names(f"s3://{bucket}/models/killed"))
+print(stored.downloaded)
+"""
+
+
+@pytest.mark.slow
+def test_a_fetch_killed_at_any_call_leaves_no_half_entry_and_the_next_one_completes(
+    seaweed, bucket: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    """kill -9 at each store call and each cache record write of a fetch (numbered by a clean one),
+    each on a fresh cache: an entry is whole or absent, and a fetch after the kill completes from
+    what the killed one left, downloading only what it lacks."""
+    import os
+
+    from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
+
+    upload(seaweed, bucket, checkpoint, "models/killed")
+    script = tmp_path / "fetch.py"
+    script.write_text(FETCH_SCRIPT)
+    base_env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": seaweed.endpoint,
+        "INVARLOCK_S3_PATH_STYLE": "1",
+        "INVARLOCK_FAULT_ACTION": "kill",
+    }
+
+    def fetch(cache: Path, log: Path, at: int | None = None) -> subprocess.CompletedProcess:
+        env = {**base_env, "INVARLOCK_FAULT_LOG": str(log)}
+        if at is not None:
+            env["INVARLOCK_FAULT_AT"] = str(at)
+        command = [sys.executable, str(script), bucket, str(cache), seaweed.endpoint]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    expected = {p.name: sha256_file(p) for p in checkpoint.iterdir() if p.is_file()}
+    clean = fetch(tmp_path / "clean", tmp_path / "clean.log")
+    assert clean.returncode == 0 and int(clean.stdout) == len(expected), clean.stderr
+    calls = (tmp_path / "clean.log").read_text().splitlines()
+    assert len(calls) >= 3 * len(expected)  # a download, a HEAD and a record per object, and the LIST
+    for number, call in enumerate(calls):
+        cache = tmp_path / f"cache-{number}"
+        killed = fetch(cache, tmp_path / f"killed-{number}.log", number)
+        assert killed.returncode == -9, (call, killed.stderr[-2000:])
+        entries = [entry for entry in (cache / "entries").glob("*") if entry.is_dir()]
+        assert entries == [], call  # the entry is built after every object: nothing is whole yet
+        after = fetch(cache, tmp_path / f"after-{number}.log")
+        assert after.returncode == 0, (call, after.stderr[-2000:])
+        assert int(after.stdout) <= len(expected)
+        (entry,) = [entry for entry in (cache / "entries").glob("*") if entry.is_dir()]
+        assert {p.name: sha256_file(p) for p in entry.iterdir()} == expected, call
+        # What a killed download leaves (its part file, or the store's temporary beside it) waits in tmp/
+        # for the age cleanup; nothing else is left there.
+        assert all(p.name.endswith((".part", ".part.tmp")) for p in (cache / "tmp").iterdir()), call
