@@ -132,6 +132,7 @@ def summarize_run(report: dict, run_dir: str, report_location: str, report_sha25
         "ppl_final": metrics["primary_metric"]["final"],
         "tokens": metrics["tokens_processed"],
         "tokens_per_s": metrics["throughput_tokens_per_s"],
+        "reused_from": (report["meta"].get("reused_from") or {}).get("report"),
         **run_identity(report),
     }
 

@@ -39,6 +39,7 @@ from invarlock_provider.layout import (
     REPORT_FILE,
     AlreadyCommittedError,
     check_run_dir_name,
+    completed_runs,
     create_run_dir,
     ensure_output_dir,
     publish_latest,
@@ -50,6 +51,7 @@ CHECKPOINT_FILE = "checkpoint.json"
 STAGED_RUN_DIR = "run"
 MAX_CHECKPOINT_BYTES = 64 << 20
 MAX_EVENTS_BYTES = 64 << 20
+MAX_REPORT_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class RunSite(Protocol):
 
     def checkpoints(self) -> Iterator[tuple[str, bytes]]:
         """Other tries' checkpoints of this run folder, as (where, bytes)."""
+
+    def earlier_runs(self) -> Iterator[tuple[str, bytes]]:
+        """Complete runs of this run's name, newest first, as (report location, report bytes)."""
 
 
 def new_run_id(run_name: str, run_dir_name: str) -> str:
@@ -116,6 +121,9 @@ class PlainSite:
 
     def checkpoints(self) -> Iterator[tuple[str, bytes]]:
         return iter(())
+
+    def earlier_runs(self) -> Iterator[tuple[str, bytes]]:
+        return local_earlier_runs(self.out)
 
 
 class LocalTrySite:
@@ -184,6 +192,9 @@ class LocalTrySite:
                 continue
             yield str(path), path.read_bytes()
 
+    def earlier_runs(self) -> Iterator[tuple[str, bytes]]:
+        return local_earlier_runs(self.out)
+
     def _tidy(self) -> None:
         """Remove the staging of tries whose process has ended (a live stale try keeps its own, and
         finds the run committed when it tries to commit), then the folders left empty."""
@@ -192,6 +203,12 @@ class LocalTrySite:
                 shutil.rmtree(folder, ignore_errors=True)
         _remove_if_empty(self.tries)
         _remove_if_empty(self.out / TRIES_DIR)
+
+
+def local_earlier_runs(out: Path) -> Iterator[tuple[str, bytes]]:
+    for run_dir in reversed(completed_runs(out)):
+        report = run_dir / REPORT_FILE
+        yield str(report), (report.read_bytes() if report.stat().st_size <= MAX_REPORT_BYTES else b"")
 
 
 def _remove_if_empty(folder: Path) -> None:

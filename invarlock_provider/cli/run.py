@@ -125,6 +125,14 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
     metavar="YYYYmmdd_HHMMSS[_NN]",
     help="Exact run folder name (orchestrators use it so a retry finds its own run).",
 )
+@click.option(
+    "--reuse/--no-reuse",
+    default=True,
+    envvar="INVARLOCK_REUSE",
+    help="Take the numbers of a complete earlier run of the same name whose reuse key (weights, tokenizer, "
+    "windows, preset, dtype, device class, versions) equals this run's, instead of scoring again "
+    "[env INVARLOCK_REUSE=0 turns it off; default: reuse]; recorded in meta.reused_from.",
+)
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Recorded in meta.labels (repeatable).")
 @store_options
 @reports_errors
@@ -146,6 +154,7 @@ def run_command(
     progress: bool | None,
     as_json: bool,
     run_dir_name: str | None,
+    reuse: bool,
     labels: tuple[str, ...],
     endpoint_url: str | None,
     region: str | None,
@@ -203,6 +212,7 @@ def run_command(
         "labels": parsed_labels,
         "threads": request,
         "progress_lines": lines,
+        "reuse": reuse,
         "fetch_inputs": functools.partial(fetch_store_inputs, settings=s3_settings(endpoint_url, region, path_style)),
     }
     try:
@@ -220,10 +230,13 @@ def run_command(
         click.echo(json.dumps(summary))
         return
     click.echo(f"report: {summary['report']}")
-    click.echo(
-        f"ppl final {summary['ppl_final']:.3f} (preview {summary['ppl_preview']:.3f}), "
-        f"{summary['tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s"
-    )
+    ppl = f"ppl final {summary['ppl_final']:.3f} (preview {summary['ppl_preview']:.3f})"
+    if summary["reused_from"]:
+        click.echo(f"{ppl}, {summary['tokens']} tokens reused from {summary['reused_from']} (same reuse key)")
+    elif summary["tokens_per_s"] is None:
+        click.echo(f"{ppl}, {summary['tokens']} tokens, every window from a checkpoint of an earlier try")
+    else:
+        click.echo(f"{ppl}, {summary['tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s")
 
 
 def _batch_size(value: str | None) -> int | str | None:

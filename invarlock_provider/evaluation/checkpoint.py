@@ -95,18 +95,30 @@ def decode(raw: bytes, where: str, windows: dict[str, int]) -> Checkpoint:
     )
 
 
-def key_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
-    """What makes a checkpoint another run's, one ``field: checkpoint X, this run Y`` per field."""
+def key_differences(theirs: dict[str, Any], ours: dict[str, Any], label: str = "checkpoint") -> list[str]:
+    """What makes a key another run's, one ``field: <label> X, this run Y`` per differing field,
+    nested fields named by their dotted path (``preset.edit.name``)."""
 
     def short(value: Any) -> str:
         text = str(value)
         return text if len(text) <= 24 else f"{text[:12]}...{text[-8:]}"
 
+    mine, other = _flatten(ours), _flatten(theirs)
     return [
-        f"{field}: checkpoint {short(theirs.get(field))}, this run {short(ours.get(field))}"
-        for field in sorted(set(theirs) | set(ours))
-        if theirs.get(field) != ours.get(field)
+        f"{field}: {label} {short(other.get(field, '(absent)'))}, this run {short(mine.get(field, '(absent)'))}"
+        for field in sorted(set(other) | set(mine))
+        if field not in other or field not in mine or canonical_json(other[field]) != canonical_json(mine[field])
     ]
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, item in value.items():
+        if isinstance(item, dict) and item:
+            flat.update(_flatten(item, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = item
+    return flat
 
 
 def choose_resume(

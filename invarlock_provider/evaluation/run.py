@@ -61,10 +61,12 @@ def execute_run(
     threads: ThreadRequest | None = None,
     progress_lines: ProgressLines | None = None,
     fetch_inputs: Callable[[Any], RunInputs] | None = None,
+    reuse: bool = True,
 ) -> RunResult:
     """``out`` is a runs/<name> folder (a new timestamped run in it) or a :class:`RunSite`.
     ``fetch_inputs`` makes the preset's ``s3://`` inputs local (``run_inputs.fetch_store_inputs``);
-    it runs as the first phase, timed and logged as the run's own."""
+    it runs as the first phase, timed and logged as the run's own. ``reuse``: take the numbers of a
+    complete earlier run of this name made under the same reuse key (``evaluation/reuse.py``)."""
     for module in ("torch", "transformers"):
         require(module, "hf")
     site: RunSite = PlainSite(out) if isinstance(out, Path) else out
@@ -95,7 +97,7 @@ def execute_run(
         with watch:
             request = threads or ThreadRequest()
             with ThreadSizer(request.threads, request.concurrent) as sizer:
-                scoring = Scoring(show_progress, sizer, lines, site, watch, events, checkpoint_s)
+                scoring = Scoring(show_progress, sizer, lines, site, watch, events, checkpoint_s, reuse)
                 report = _evaluate(resolved, run_id, started_at, events, scoring, fetch_inputs)
             report["meta"]["labels"] = dict(labels or {})
             report["meta"]["timings"]["events_mirror_s"] = round(mirror_s[0], 4)
@@ -146,6 +148,7 @@ class Scoring:
     watch: TerminationWatch
     events: EventLog
     checkpoint_interval_s: float
+    reuse: bool = True
 
 
 @contextmanager
@@ -283,25 +286,41 @@ def _evaluate(
     )
 
     scorer = WindowScorer(loaded.model, batch_size=1, device=input_device, dtype_name=dtype_name)
-    allocator_tuned = keep_freed_memory_mapped() if input_device == "cpu" else False
-    batch = choose_batch_size(preset.eval.batch_size, scorer, windows.preview, input_device)
-    scorer.batch_size = batch.batch_size
-    timings["batch_probe_s"] = round(batch.probe_s, 4)
     total_windows = len(windows.preview) + len(windows.final)
     key = _checkpoint_key(
         runtime, evaluated_digest, tok_hash, windows, preset, dtype_name, input_device, scorer.plan
     )  # fmt: skip
-    fixed = batch.method == "fixed"
-    resume = _find_resume(scoring, key, windows, scorer.batch_size, fixed) if scoring.site.resumable else None
-    if resume is not None:
-        scorer.batch_size = resume.batch_size  # the same batches as the try it resumes
-    with runtime.PeakMemory(device) as peak, _timed(timings, "score_s"):
-        preview, final, checkpointer = _score_splits(scorer, windows, preset.dataset.seq_len, scoring, key, resume)
-    timings["checkpoint_s"] = round(checkpointer.spent_s, 4)
+    reuse_key = _reuse_key(key, resolved)
+    with _timed(timings, "reuse_lookup_s"):
+        reused = _find_reused(scoring, reuse_key, windows) if scoring.reuse else None
+    allocator_tuned = False
+    if reused is None:
+        allocator_tuned = keep_freed_memory_mapped() if input_device == "cpu" else False
+        batch = choose_batch_size(preset.eval.batch_size, scorer, windows.preview, input_device)
+        scorer.batch_size = batch.batch_size
+        batch_record = batch.as_record()
+        timings["batch_probe_s"] = round(batch.probe_s, 4)
+        fixed = batch.method == "fixed"
+        resume = _find_resume(scoring, key, windows, scorer.batch_size, fixed) if scoring.site.resumable else None
+        if resume is not None:
+            scorer.batch_size = resume.batch_size  # the same batches as the try it resumes
+        with runtime.PeakMemory(device) as peak, _timed(timings, "score_s"):
+            preview, final, checkpointer = _score_splits(
+                scorer, windows, preset.dataset.seq_len, scoring, key, resume
+            )  # fmt: skip
+        checkpoints = checkpointer.count
+        timings["checkpoint_s"] = round(checkpointer.spent_s, 4)
+        reused_windows = resume.windows if resume else 0
+    else:
+        resume = None
+        batch_record = {"requested": preset.eval.batch_size, "chosen": None, "method": "none: scores reused"}
+        with runtime.PeakMemory(device) as peak, _timed(timings, "score_s"):
+            preview, final = (_reused_scores(reused, split, preset.dataset.seq_len) for split in ("preview", "final"))
+        checkpoints = 0
+        reused_windows = total_windows
     timings["progress_s"] = round(scoring.lines.spent_s, 4)
     processed_tokens = total_windows * preset.dataset.seq_len
-    reused = resume.windows if resume else 0
-    scored_tokens = (total_windows - reused) * preset.dataset.seq_len
+    scored_tokens = (total_windows - reused_windows) * preset.dataset.seq_len
     tokens_per_s = scored_tokens / timings["score_s"] if timings["score_s"] > 0 and scored_tokens else None
     events.emit(
         "score",
@@ -309,16 +328,16 @@ def _evaluate(
         windows=total_windows,
         tokens=processed_tokens,
         tokens_per_s=tokens_per_s,
-        windows_reused=reused,
+        windows_reused=reused_windows,
         strategy=scorer.plan.strategy,
-        batch_size=scorer.batch_size,
-        checkpoints=checkpointer.count,
+        batch_size=batch_record["chosen"],
+        checkpoints=checkpoints,
         seconds=timings["score_s"],
     )
     timings["imports_total_s"] = round(timings["imports_s"] + timings["model_import_s"], 4)
     timings["total_s"] = round(time.perf_counter() - wall_begin, 4)
     timings["process_s"] = _process_age()
-    guard_overhead = timings["guards_s"] / timings["score_s"] if timings["score_s"] > 0 else None
+    guard_overhead = timings["guards_s"] / timings["score_s"] if timings["score_s"] > 0 and scored_tokens else None
 
     def split_block(ids: tuple[int, ...], split: str, scores: Any) -> dict[str, Any]:
         return {
@@ -370,13 +389,15 @@ def _evaluate(
             "scoring": {
                 **scorer.plan.__dict__,
                 "input_device": input_device,
-                "batch": batch.as_record(),
+                "batch": batch_record,
                 "cpu_allocator_tuned": allocator_tuned,
-                "checkpoints": checkpointer.count,
+                "checkpoints": checkpoints,
             },
             "timings": timings,
             "inputs": inputs.records,
             "resumed_from": _resume_record(resume),
+            "reuse_key": reuse_key,
+            "reused_from": reused.as_record(reuse_key) if reused else None,
         },
         "data": {
             **corpus.source,
@@ -546,6 +567,39 @@ def _checkpoint_key(
         "head_chunk_tokens": plan.head_chunk_tokens,
         "versions": _versions(),
     }
+
+
+def _reuse_key(scoring_key: dict[str, Any], resolved: ResolvedPreset) -> dict[str, Any]:
+    from invarlock_provider.evaluation.reuse import reuse_key
+
+    return reuse_key(scoring_key, preset_snapshot(resolved.preset), resolved.profile)
+
+
+def _find_reused(scoring: Scoring, key: dict[str, Any], windows: Any) -> Any:
+    """A complete earlier run of this name that this run would reproduce; a store that cannot be
+    read now only means scoring again."""
+    from invarlock_provider.evaluation.reuse import find_reusable
+
+    def passed_over(where: str, reason: str) -> None:
+        scoring.events.emit("score", "run_not_reused", earlier_run=where, reason=reason)
+
+    try:
+        reused = find_reusable(scoring.site.earlier_runs(), key, windows, passed_over)
+    except (OSError, InvarlockError) as exc:
+        _emit_warning(scoring.events, "reuse_lookup_failed", f"{exc}; scoring instead")
+        return None
+    if reused is not None:
+        scoring.events.emit(
+            "score", "run_reused", reused_from=reused.where, run=reused.run_id, scored_run_id=reused.scored_run_id
+        )
+    return reused
+
+
+def _reused_scores(reused: Any, split: str, seq_len: int) -> Any:
+    from invarlock_provider.evaluation.scoring import WindowScores
+
+    losses = reused.logloss[split]
+    return WindowScores(logloss=list(losses), token_counts=[seq_len - 1] * len(losses))
 
 
 def _find_resume(scoring: Scoring, key: dict[str, Any], windows: Any, batch_size: int, fixed: bool) -> Any:

@@ -25,12 +25,19 @@ from invarlock_provider.run_sites import (
     CHECKPOINT_FILE,
     MAX_CHECKPOINT_BYTES,
     MAX_EVENTS_BYTES,
+    MAX_REPORT_BYTES,
     TRIES_DIR,
     Committed,
     new_run_id,
 )
 from invarlock_provider.storage.objectstore import ObjectExistsError
-from invarlock_provider.storage.workstore import RemoteFolder, publish_latest, put_bytes, upload_run
+from invarlock_provider.storage.workstore import (
+    RemoteFolder,
+    completed_runs,
+    publish_latest,
+    put_bytes,
+    upload_run,
+)
 from invarlock_provider.strict_json import loads_object
 
 
@@ -86,6 +93,14 @@ class StoreTrySite:
                 continue
             where = store.uri.locate(info.key)
             yield where, (store.read_bytes(info.key) if info.size <= MAX_CHECKPOINT_BYTES else b"")
+
+    def earlier_runs(self) -> Iterator[tuple[str, bytes]]:
+        store = self.folder.store
+        for name in reversed(completed_runs(self.folder)):
+            key = self.folder.child(name, REPORT_FILE).key
+            info = store.head(key)
+            if info is not None:
+                yield store.uri.locate(key), (store.read_bytes(key) if info.size <= MAX_REPORT_BYTES else b"")
 
 
 def clear_stored_tries(tries: RemoteFolder) -> None:

@@ -86,7 +86,7 @@ def test_a_fixed_batch_size_that_differs_discards_the_checkpoint_and_auto_adopts
 
 def test_a_newer_library_version_is_named_as_the_difference() -> None:
     newer = {**KEY, "versions": {"torch": "2.14.0"}}
-    assert key_differences(KEY, newer) == ["versions: checkpoint {'torch': '2.13.0'}, this run {'torch': '2.14.0'}"]
+    assert key_differences(KEY, newer) == ["versions.torch: checkpoint 2.13.0, this run 2.14.0"]
 
 
 def test_checkpoints_are_saved_at_the_interval_and_at_split_ends() -> None:

@@ -219,6 +219,12 @@ def test_run_into_a_store_from_the_cli(seaweed, bucket, s3_env, tmp_path, monkey
     assert summary["report"].startswith(f"s3://{bucket}/work/runs/base/") and len(summary["report_sha256"]) == 64
     assert not list((tmp_path / "tmp").iterdir()), "the private scratch is removed"
     assert not Path("s3:").exists()
+    assert summary["reused_from"] is None and summary["tokens_per_s"] is not None
+    code, stdout, stderr = cli("run", "--profile", "dev", "--out", f"s3://{bucket}/work/runs/base", "--json")
+    assert code == 0, stderr
+    again = json.loads(stdout)
+    assert again["reused_from"] == summary["report"], "an unchanged run is reused from the store"
+    assert again["run_dir"] != summary["run_dir"] and again["ppl_final"] == summary["ppl_final"]
     code, stdout, stderr = cli(
         "report",
         "--run",

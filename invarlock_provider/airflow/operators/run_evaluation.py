@@ -73,9 +73,11 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         conn_id: str | None = None,
         revision: str | None = None,
         hub_conn_id: str | None = None,
+        reuse: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.reuse = reuse
         self.conn_id = conn_id
         self.revision = revision
         self.hub_conn_id = hub_conn_id
@@ -117,6 +119,8 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
                 args += [flag, str(value)]
         for device, size in self.max_memory.items():
             args += ["--max-memory", f"{device}={size}"]
+        if not self.reuse:
+            args.append("--no-reuse")
         ti = context["ti"]
         for key, value in (
             ("airflow_dag_id", ti.dag_id),
