@@ -19,34 +19,13 @@ from invarlock_provider.airflow.defaults import (
     alert_callbacks,
     archive_conn_id,
     archive_target,
-    evaluation_pool,
-    evaluation_queue,
-    hub_conn_id,
-    object_lock_days,
-    object_lock_mode,
-    reports_root,
     runs_root,
-    signing_conn_id,
     work_conn_id,
 )
 from invarlock_provider.airflow.gate import VerdictGateOperator
 from invarlock_provider.airflow.nightly import NightlyPlanOperator
-from invarlock_provider.airflow.operators import (
-    ArchiveOperator,
-    BuildReportOperator,
-    PruneRunsOperator,
-    RunEvaluationOperator,
-    evidence_outlets,
-)
-
-ARCHIVE_TARGET = archive_target()
-RUNS_ROOT = runs_root()
-WORK_CONN_ID = work_conn_id()
-
-
-def from_plan(key: str) -> str:
-    return f"{{{{ ti.xcom_pull(task_ids='plan', key='settings')['{key}'] or '' }}}}"
-
+from invarlock_provider.airflow.operators import PruneRunsOperator
+from invarlock_provider.airflow.plan_tasks import evaluate_report_archive, from_plan
 
 with DAG(
     dag_id="invarlock_nightly",
@@ -58,55 +37,18 @@ with DAG(
     tags=["invarlock", "evaluation"],
     doc_md=__doc__,
 ) as dag:
-    plan = NightlyPlanOperator(task_id="plan", conn_id=WORK_CONN_ID)
-    evaluation = {
-        "preset": from_plan("preset"),
-        "profile": from_plan("profile"),
-        "output_root": RUNS_ROOT,
-        "conn_id": WORK_CONN_ID,
-        "hub_conn_id": hub_conn_id(),
-        "queue": evaluation_queue(),
-        "pool": evaluation_pool(),
-    }
-    baseline = RunEvaluationOperator(
-        task_id="evaluate_baseline",
-        run_name="baseline",
-        model=from_plan("baseline_model"),
-        revision=from_plan("baseline_revision"),
-        **evaluation,
-    )
-    subjects = RunEvaluationOperator.partial(task_id="evaluate_subject", **evaluation).expand_kwargs(plan.output)
-    reports = BuildReportOperator.partial(
-        task_id="build_report",
-        baseline=baseline.output,
-        tier=from_plan("tier"),
-        tiers_path=from_plan("tiers"),
-        tiers_sha256=from_plan("tiers_sha256"),
-        reports_root=reports_root(),
-        conn_id=WORK_CONN_ID,
-    ).expand(subject=subjects.output)
-    archives = ArchiveOperator.partial(
-        task_id="archive",
-        target=ARCHIVE_TARGET,
-        # Declared here: a mapped operator's __init__ (which adds it when unmapped) never runs at parse time.
-        outlets=evidence_outlets(ARCHIVE_TARGET),
-        conn_id=archive_conn_id(),
-        work_conn_id=WORK_CONN_ID,
-        object_lock_days=object_lock_days(),
-        lock_mode=object_lock_mode(),
-        signing_conn_id=signing_conn_id(),
-    ).expand(report_dir=reports.output)
+    plan = NightlyPlanOperator(task_id="plan", conn_id=work_conn_id())
+    _, archives = evaluate_report_archive(plan)
     prune = PruneRunsOperator(
         task_id="prune_runs",
-        runs_root=RUNS_ROOT,
-        evidence_target=ARCHIVE_TARGET,
+        runs_root=runs_root(),
+        evidence_target=archive_target(),
         conn_id=archive_conn_id(),
-        work_conn_id=WORK_CONN_ID,
-        keep_last=from_plan("retention_keep_last"),
-        max_age=from_plan("retention_max_age"),
+        work_conn_id=work_conn_id(),
+        keep_last=from_plan("plan", "retention_keep_last"),
+        max_age=from_plan("plan", "retention_max_age"),
     )
     # Last: after every archive (a FAIL's evidence is stored first), fail the run on any verdict
     # other than the plan expects for it.
     gate = VerdictGateOperator(task_id="gate", plan_task_id="plan", on_failure_callback=alert_callbacks())
-    plan >> [baseline, subjects]
     archives >> prune >> gate

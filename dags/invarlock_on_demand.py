@@ -16,16 +16,13 @@ from airflow.sdk import DAG, Param
 from invarlock_provider.airflow.defaults import (
     alert_callbacks,
     default_archive_target,
-    evaluation_pool,
-    evaluation_queue,
-    hub_conn_id,
     reports_root,
-    runs_root,
     signing_conn_id,
     work_conn_id,
 )
 from invarlock_provider.airflow.gate import VerdictGateOperator
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
+from invarlock_provider.airflow.plan_tasks import evaluation_settings
 
 WORK_CONN_ID = work_conn_id()
 
@@ -82,15 +79,7 @@ with DAG(
         ),
     },
 ) as dag:
-    common = {
-        "preset": "{{ params.preset }}",
-        "profile": "{{ params.profile }}",
-        "output_root": runs_root(),
-        "conn_id": WORK_CONN_ID,
-        "hub_conn_id": hub_conn_id(),
-        "queue": evaluation_queue(),
-        "pool": evaluation_pool(),
-    }
+    common = evaluation_settings("{{ params.preset }}", "{{ params.profile }}")
     baseline = RunEvaluationOperator(
         task_id="evaluate_baseline",
         run_name="{{ params.report_name }}_baseline",

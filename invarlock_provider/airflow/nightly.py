@@ -13,6 +13,7 @@ from invarlock_provider.config import PROFILES, check_revision, parse_yaml_mappi
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
+from invarlock_provider.storage.arrivals import DEFAULT_MARKER, check_marker
 from invarlock_provider.storage.uri import check_segment
 
 PLAN_ENV = "INVARLOCK_NIGHTLY_CONFIG"
@@ -72,6 +73,9 @@ def load_plan(location: str | Path | None = None, settings: Any = None) -> dict[
         revision = _revision(entry.get("revision"), f"{path}: subjects[{position}].revision")
         subjects.append({"run_name": name, "edit": edit, "model": entry.get("model") or "", "revision": revision})
     retention = raw.get("retention") or {}
+    unknown = set(raw) - {"preset", "profile", "tier", "tiers", "baseline", "subjects", "retention", "arrivals"}
+    if unknown:
+        raise BadInputError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     return {
         "preset": raw.get("preset"),
         "profile": profile,
@@ -84,7 +88,23 @@ def load_plan(location: str | Path | None = None, settings: Any = None) -> dict[
         "expectations": expectations,
         "retention_keep_last": retention.get("keep_last"),
         "retention_max_age": retention.get("max_age"),
+        "arrivals": _arrivals(raw.get("arrivals"), f"{path}: arrivals"),
     }
+
+
+def _arrivals(value: Any, where: str) -> dict[str, str] | None:
+    """Where the arrivals DAG looks for new checkpoints, and the marker a complete one holds."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"watch", "marker"}:
+        raise BadInputError(f"{where}: expected a mapping with watch (a URI or folder) and marker")
+    watch, marker = value.get("watch"), value.get("marker", DEFAULT_MARKER)
+    if watch is not None and (not isinstance(watch, str) or not watch):
+        raise BadInputError(f"{where}.watch: expected s3://BUCKET/PREFIX/, file:///PATH or a folder")
+    if not isinstance(marker, str):
+        raise BadInputError(f"{where}.marker: expected an object name such as {DEFAULT_MARKER}")
+    check_marker(marker, f"{where}.marker")
+    return {"watch": watch or "", "marker": marker}
 
 
 class NightlyPlanOperator(BaseOperator):

@@ -17,6 +17,7 @@ from invarlock_provider import __version__
 
 _COMMANDS = {
     "run": "invarlock_provider.cli.run:run_command",
+    "arrivals": "invarlock_provider.cli.arrivals:arrivals_command",
     "report": "invarlock_provider.cli.report:report_command",
     "verify": "invarlock_provider.cli.verify:verify_command",
     "archive": "invarlock_provider.cli.archive:archive_command",

@@ -38,6 +38,7 @@ def test_dag_files_import_nothing_heavy() -> None:
         f"runpy.run_path({str(REPO / 'dags' / 'invarlock_nightly.py')!r})\n"
         f"runpy.run_path({str(REPO / 'dags' / 'invarlock_on_demand.py')!r})\n"
         f"runpy.run_path({str(REPO / 'dags' / 'invarlock_promote_example.py')!r})\n"
+        f"runpy.run_path({str(REPO / 'dags' / 'invarlock_arrivals.py')!r})\n"
         "heavy = ('torch', 'transformers', 'datasets', 'boto3', 'openlineage')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
