@@ -80,6 +80,7 @@ def main() -> None:
                 "AIRFLOW_HOME": str(root / "airflow"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "INVARLOCK_WORKDIR": str(root / "work"),
                 "INVARLOCK_HOME": str(root / "work" / ".invarlock"),
                 "INVARLOCK_NIGHTLY_CONFIG": str(plan),

@@ -41,8 +41,8 @@ from typing import IO, Any
 
 from invarlock_provider.env_settings import positive_from_env
 from invarlock_provider.errors import BadInputError, InvarlockError
-from invarlock_provider.fileio import canonical_json, sha256_bytes, sha256_file, write_bytes_atomic
-from invarlock_provider.storage.objectstore import ObjectInfo, ObjectStore
+from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic
+from invarlock_provider.storage.objectstore import ObjectChangedError, ObjectInfo, ObjectStore
 from invarlock_provider.strict_json import loads_object
 
 CACHE_ENV = "INVARLOCK_INPUT_CACHE"
@@ -212,11 +212,12 @@ class InputCache:
         where = f"{uri}/{name}" if not uri.endswith(name) else uri
         try:
             try:
-                store.download(info.key, tmp)
+                digest = store.download_hashed(info.key, tmp, info.size, info.etag)
+            except ObjectChangedError:
+                digest = ""  # named below, with what the store holds now
             except OSError as exc:
                 raise self._disk_error(exc, where) from None
-            size = tmp.stat().st_size
-            digest = sha256_file(tmp)
+            size = tmp.stat().st_size if digest else -1
             after = store.head(info.key)
             changed = (
                 after is None

@@ -135,6 +135,33 @@ class LocalFolderStore:
         shutil.copyfile(self._path(key), tmp)
         os.replace(tmp, target)
 
+    def download_hashed(self, key: str, target: Path, size: int, etag: str | None) -> str:
+        """Copied and hashed in one pass; a file whose size or digest is no longer the listed one was
+        replaced meanwhile (a folder's etag is its sha256)."""
+        import hashlib
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        digest = hashlib.sha256()
+        source = self._path(key)
+        try:
+            with source.open("rb") as reader, tmp.open("wb") as writer:
+                while chunk := reader.read(1 << 20):
+                    digest.update(chunk)
+                    writer.write(chunk)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            raise ObjectChangedError(f"{self.uri.locate(key)}: deleted while it was downloaded") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        copied = tmp.stat().st_size
+        if copied != size or (etag is not None and digest.hexdigest() != etag):
+            tmp.unlink(missing_ok=True)
+            raise ObjectChangedError(f"{self.uri.locate(key)}: replaced while it was downloaded")
+        os.replace(tmp, target)
+        return digest.hexdigest()
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every regular file below ``prefix``, in key order; links (to files or folders) are skipped."""
         root = self.root.resolve()  # _path resolves the root too: keys stay relative under a symlinked root

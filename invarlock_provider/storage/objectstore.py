@@ -80,6 +80,11 @@ class ObjectStore(Protocol):
 
     def download(self, key: str, target: Path) -> None: ...
 
+    def download_hashed(self, key: str, target: Path, size: int, etag: str | None) -> str:
+        """Download the ``size``-byte object as listed and return its sha256, computed while the
+        bytes arrive (no second read of the file). Every read asks for ``etag``: an object replaced
+        meanwhile raises ObjectChangedError instead of mixing two versions."""
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under ``prefix`` (paginated transparently)."""
 

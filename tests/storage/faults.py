@@ -35,6 +35,7 @@ STORE_METHODS = (
     "head",
     "read_bytes",
     "download",
+    "download_hashed",
     "list",
     "delete",
     "delete_if_match",

@@ -34,10 +34,10 @@ class CountingStore(S3Store):
         self.downloaded: list[str] = []
         self._lock = threading.Lock()
 
-    def download(self, key: str, target: Path) -> None:
+    def download_hashed(self, key: str, target: Path, size: int, etag: str | None) -> str:
         with self._lock:
             self.downloaded.append(key)
-        super().download(key, target)
+        return super().download_hashed(key, target, size, etag)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_an_object_replaced_during_its_download_is_never_cached(
         except BaseException as exc:
             outcome["error"] = exc
 
-    with pausing(store, "download", shard) as (reached, go):
+    with pausing(store, "download_hashed", shard) as (reached, go):
         worker = threading.Thread(target=fetch)
         worker.start()
         assert reached.wait(60)
@@ -362,3 +362,38 @@ def test_a_fetch_killed_at_any_call_leaves_no_half_entry_and_the_next_one_comple
         # What a killed download leaves (its part file, or the store's temporary beside it) waits in tmp/
         # for the age cleanup; nothing else is left there.
         assert all(p.name.endswith((".part", ".part.tmp")) for p in (cache / "tmp").iterdir()), call
+
+
+@pytest.mark.parametrize("size", [0, 1, 8 * 1024 * 1024, 2 * 8 * 1024 * 1024 + 12345])
+def test_a_download_is_hashed_as_it_arrives_part_by_part(
+    seaweed, bucket: str, s3_settings, tmp_path: Path, size: int
+) -> None:
+    """Ranged parts written in place and hashed in order give the object's bytes and sha256, on a
+    bucket and on a folder; an object replaced since it was listed is refused, not mixed."""
+    import hashlib
+    import os
+
+    from invarlock_provider.storage.objectstore import ObjectChangedError
+    from invarlock_provider.storage.stores import open_store
+    from invarlock_provider.storage.uri import bundle_location
+
+    data = os.urandom(size)
+    seaweed.client().put_object(Bucket=bucket, Key="blob/object.bin", Body=data)
+    (tmp_path / "folder" / "blob").mkdir(parents=True)
+    (tmp_path / "folder" / "blob" / "object.bin").write_bytes(data)
+    root, prefix = bundle_location(str(tmp_path / "folder"))
+    stores = {
+        "s3": (store_of(bucket, s3_settings), "blob/object.bin"),
+        "folder": (open_store(root), f"{prefix}/blob/object.bin"),
+    }
+    for name, (store, key) in stores.items():
+        info = store.head(key)
+        target = tmp_path / name / "object.bin"
+        assert store.download_hashed(key, target, info.size, info.etag) == hashlib.sha256(data).hexdigest()
+        assert target.read_bytes() == data
+    store, key = stores["s3"]
+    listed = store.head(key)
+    seaweed.client().put_object(Bucket=bucket, Key=key, Body=data + b"more")
+    with pytest.raises(ObjectChangedError, match="replaced while it was downloaded"):
+        store.download_hashed(key, tmp_path / "changed" / "object.bin", listed.size, listed.etag)
+    assert not (tmp_path / "changed").exists() or list((tmp_path / "changed").iterdir()) == []
