@@ -85,6 +85,28 @@ class EditConfig:
     name: str = field(default="noop", metadata={"check": check_edit})
 
 
+def check_task_name(value: str, where: str) -> None:
+    from invarlock_provider.storage.uri import check_segment
+
+    check_segment(value, f"{where}:")
+
+
+def check_task_path(value: str, where: str) -> None:
+    if not value.strip():
+        raise BadInputError(f"{where}: expected a task file path, embedded:NAME or s3://BUCKET/KEY")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A multiple-choice task scored beside the perplexity windows (``task_file.py`` has the format):
+    ``path`` is a JSONL file, ``embedded:NAME`` or ``s3://BUCKET/KEY``; ``limit`` examples at most,
+    chosen by the preset's seed."""
+
+    name: str = field(metadata={"check": check_task_name})
+    path: str = field(metadata={"check": check_task_path})
+    limit: int | None = field(default=None, metadata={"min": 1})
+
+
 @dataclass(frozen=True)
 class Preset:
     model: ModelConfig
@@ -93,6 +115,7 @@ class Preset:
     seed: int = field(default=42, metadata={"min": 0})
     eval: EvalConfig = field(default_factory=EvalConfig)
     edit: EditConfig = field(default_factory=EditConfig)
+    tasks: tuple[TaskConfig, ...] = ()
     profiles: dict[str, Any] = field(default_factory=dict)
 
 
@@ -283,6 +306,8 @@ def _check_value(hint: Any, spec: dataclasses.Field, value: Any, *, source: Path
         return value
     if dataclasses.is_dataclass(hint):
         return _check_mapping(hint, value, source=source, prefix=f"{dotted}.", require=require)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        return _check_records(typing.get_args(hint)[0], value, source=source, dotted=dotted, require=require)
     if origin is dict:
         if not isinstance(value, dict):
             raise BadInputError(f"{source}: {dotted}: expected a mapping, got {type(value).__name__}")
@@ -300,6 +325,21 @@ def _check_value(hint: Any, spec: dataclasses.Field, value: Any, *, source: Path
     if minimum is not None and value < minimum:
         raise BadInputError(f"{source}: {dotted}: expected a value >= {minimum}, got {value!r}")
     return float(value) if hint is float else value
+
+
+def _check_records(cls: type, value: Any, *, source: Path, dotted: str, require: bool) -> tuple[Any, ...]:
+    """A list of mappings, each checked as ``cls``; names (a ``name`` field) unique."""
+    if not isinstance(value, list):
+        raise BadInputError(f"{source}: {dotted}: expected a list, got {type(value).__name__}")
+    records = [
+        _check_mapping(cls, item, source=source, prefix=f"{dotted}[{number}].", require=require)
+        for number, item in enumerate(value)
+    ]
+    names = [item.get("name") for item in value if isinstance(item, dict)]
+    duplicates = sorted({str(name) for name in names if names.count(name) > 1})
+    if duplicates:
+        raise BadInputError(f"{source}: {dotted}: duplicate name {duplicates[0]!r}")
+    return tuple(records) if require else ()
 
 
 def _is_instance(value: Any, hint: Any) -> bool:

@@ -27,7 +27,8 @@ def fetch_store_inputs(preset: Any, settings: Any = None) -> RunInputs:
     region, path style) as for the work store."""
     model = preset.model
     fetched = RunInputs(model=model)
-    if not any(is_store_input(ref) for ref in (model.id, model.tokenizer, preset.dataset.path)):
+    task_paths = [task.path for task in preset.tasks]
+    if not any(is_store_input(ref) for ref in (model.id, model.tokenizer, preset.dataset.path, *task_paths)):
         return fetched
     from invarlock_provider.storage.input_cache import InputCache
 
@@ -49,6 +50,11 @@ def fetch_store_inputs(preset: Any, settings: Any = None) -> RunInputs:
         stored = _fetch(cache, str(preset.dataset.path), settings, single_file=True)
         fetched.held["dataset"] = stored
         fetched.dataset_file = stored.path
+    for task in preset.tasks:
+        if is_store_input(task.path):
+            stored = _fetch(cache, task.path, settings, single_file=True)
+            fetched.held[f"task:{task.name}"] = stored
+            fetched.task_files[task.name] = stored.path
     fetched.model = model
     return fetched
 

@@ -60,6 +60,13 @@ Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fai
 @click.option("--with-events", is_flag=True, help="Copy the subject run's events.jsonl beside its report.")
 @click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the verdict is FAIL (the report is still written).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Also write the gates as JUnit XML (one test case per gate) for CI systems.",
+)
 @store_options
 @click.pass_context
 @reports_errors
@@ -77,6 +84,7 @@ def report_command(
     with_events: bool,
     fail_on_fail: bool,
     as_json: bool,
+    junit_path: Path | None,
     endpoint_url: str | None,
     region: str | None,
     path_style: bool,
@@ -104,6 +112,7 @@ def report_command(
             copy_baseline=copy_baseline,
             with_events=with_events,
             as_json=as_json,
+            junit_path=junit_path,
         )
     if fail_on_fail and verdict != "PASS":
         sys.exit(1)
@@ -124,9 +133,10 @@ def _report(
     copy_baseline: bool,
     with_events: bool,
     as_json: bool,
+    junit_path: Path | None = None,
 ) -> str | None:
     """The command's work, inside its scratch folder; returns the verdict (None when promoting)."""
-    from invarlock_provider.reporting.evaluation import promote_baseline
+    from invarlock_provider.reporting.evaluation import promote_baseline, run_name
     from invarlock_provider.reporting.policy import load_tier
     from invarlock_provider.reporting.summary import evaluation_markdown, evaluation_summary
     from invarlock_provider.storage.handoff import load_run, write_report
@@ -155,6 +165,7 @@ def _report(
         from invarlock_provider.reporting.evaluation import build_evaluation
 
         evaluation = build_evaluation(subject, baseline, policy, output_dir=Path.cwd())
+        _write_junit(junit_path, evaluation, f"{run_name(subject.path)}_{tier}")
         if output_format == "json":
             click.echo(json.dumps(evaluation_summary(evaluation), indent=2))
         else:
@@ -173,6 +184,7 @@ def _report(
     )
     if with_events and not written.events_copied:
         raise BadInputError(f"--with-events: no events.jsonl beside the subject report {run_ref}")
+    _write_junit(junit_path, written.evaluation, str(output).rstrip("/").rsplit("/", 1)[-1])
     target = written.shown
     summary = {
         **evaluation_summary(written.evaluation, target),
@@ -185,6 +197,18 @@ def _report(
     reasons = "".join("\n  - " + reason.replace("\n", "\n      ") for reason in summary["reasons"])
     _echo(as_json, summary, f"{summary['verdict']} [{tier}] ratio {ratio}{ci}: {target}{reasons}")
     return str(written.evaluation["verdict"])
+
+
+def _write_junit(path: Path | None, evaluation: dict[str, Any], report_name: str) -> None:
+    if path is None:
+        return
+    from invarlock_provider.fileio import write_bytes_atomic
+    from invarlock_provider.reporting.junit import junit_xml
+
+    try:
+        write_bytes_atomic(path, junit_xml(evaluation, report_name))
+    except OSError as exc:
+        raise BadInputError(f"--junit {path}: cannot write ({exc.strerror or exc})") from None
 
 
 @report_command.command(

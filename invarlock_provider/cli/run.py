@@ -169,6 +169,7 @@ def run_command(
     from invarlock_provider.evaluation.termination import die_with_parent
     from invarlock_provider.evaluation.threads import thread_request
     from invarlock_provider.layout import check_run_dir_name, summarize_run
+    from invarlock_provider.reporting.run_reuse import find_reusable
     from invarlock_provider.run_inputs import fetch_store_inputs
     from invarlock_provider.run_sites import LocalTrySite, PlainSite
     from invarlock_provider.storage.workstore import RemoteFolder, work_location
@@ -212,7 +213,7 @@ def run_command(
         "labels": parsed_labels,
         "threads": request,
         "progress_lines": lines,
-        "reuse": reuse,
+        "find_reusable": find_reusable if reuse else None,
         "fetch_inputs": functools.partial(fetch_store_inputs, settings=s3_settings(endpoint_url, region, path_style)),
     }
     try:

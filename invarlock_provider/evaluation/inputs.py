@@ -16,11 +16,13 @@ from invarlock_provider.config import ModelConfig
 
 @dataclass
 class RunInputs:
-    """The model config to load from (local paths), the corpus file, and each fetched input by role
-    (``model``, ``tokenizer``, ``dataset``), held locked against eviction while the run lives."""
+    """The model config to load from (local paths), the corpus file, task files by task name, and
+    each fetched input by role (``model``, ``tokenizer``, ``dataset``, ``task:NAME``), held locked
+    against eviction while the run lives."""
 
     model: ModelConfig
     dataset_file: Path | None = None
+    task_files: dict[str, Path] = field(default_factory=dict)
     held: dict[str, Any] = field(default_factory=dict)
 
     @property

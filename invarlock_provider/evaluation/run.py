@@ -40,6 +40,7 @@ from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, AlreadyCommitted
 from invarlock_provider.run_sites import Committed, PlainSite, RunSite
 
 SCHEMA_VERSION = "invarlock.report/1"
+TASK_BATCH = 8  # task examples per forward pass when the windows' batch size is auto
 ADAPTER = "hf_causal"
 
 
@@ -61,12 +62,13 @@ def execute_run(
     threads: ThreadRequest | None = None,
     progress_lines: ProgressLines | None = None,
     fetch_inputs: Callable[[Any], RunInputs] | None = None,
-    reuse: bool = True,
+    find_reusable: Callable[..., Any] | None = None,
 ) -> RunResult:
     """``out`` is a runs/<name> folder (a new timestamped run in it) or a :class:`RunSite`.
     ``fetch_inputs`` makes the preset's ``s3://`` inputs local (``run_inputs.fetch_store_inputs``);
-    it runs as the first phase, timed and logged as the run's own. ``reuse``: take the numbers of a
-    complete earlier run of this name made under the same reuse key (``evaluation/reuse.py``)."""
+    it runs as the first phase, timed and logged as the run's own. ``find_reusable``
+    (``reporting.run_reuse.find_reusable``) takes the numbers of a complete earlier run of this name
+    made under the same reuse key (``evaluation/reuse.py``); without it every run scores."""
     for module in ("torch", "transformers"):
         require(module, "hf")
     site: RunSite = PlainSite(out) if isinstance(out, Path) else out
@@ -97,7 +99,7 @@ def execute_run(
         with watch:
             request = threads or ThreadRequest()
             with ThreadSizer(request.threads, request.concurrent) as sizer:
-                scoring = Scoring(show_progress, sizer, lines, site, watch, events, checkpoint_s, reuse)
+                scoring = Scoring(show_progress, sizer, lines, site, watch, events, checkpoint_s, find_reusable)
                 report = _evaluate(resolved, run_id, started_at, events, scoring, fetch_inputs)
             report["meta"]["labels"] = dict(labels or {})
             report["meta"]["timings"]["events_mirror_s"] = round(mirror_s[0], 4)
@@ -148,7 +150,7 @@ class Scoring:
     watch: TerminationWatch
     events: EventLog
     checkpoint_interval_s: float
-    reuse: bool = True
+    find_reusable: Callable[..., Any] | None = None
 
 
 @contextmanager
@@ -285,14 +287,17 @@ def _evaluate(
         seconds=timings["windows_s"],
     )
 
+    from invarlock_provider.evaluation.tasks import load_tasks, score_tasks
+
+    tasks = load_tasks(preset.tasks, inputs.task_files, preset.seed)
     scorer = WindowScorer(loaded.model, batch_size=1, device=input_device, dtype_name=dtype_name)
     total_windows = len(windows.preview) + len(windows.final)
     key = _checkpoint_key(
         runtime, evaluated_digest, tok_hash, windows, preset, dtype_name, input_device, scorer.plan
     )  # fmt: skip
-    reuse_key = _reuse_key(key, resolved)
+    reuse_key = _reuse_key(key, resolved, [task.key() for task in tasks])
     with _timed(timings, "reuse_lookup_s"):
-        reused = _find_reused(scoring, reuse_key, windows) if scoring.reuse else None
+        reused = _find_reused(scoring, scoring.find_reusable, reuse_key, windows) if scoring.find_reusable else None
     allocator_tuned = False
     if reused is None:
         allocator_tuned = keep_freed_memory_mapped() if input_device == "cpu" else False
@@ -334,6 +339,20 @@ def _evaluate(
         checkpoints=checkpoints,
         seconds=timings["score_s"],
     )
+    if reused is not None:
+        task_blocks = reused.tasks
+    else:
+        with _timed(timings, "tasks_s"):
+            task_blocks = score_tasks(
+                tasks,
+                loaded.model,
+                loaded.tokenizer,
+                device=input_device,
+                batch_size=preset.eval.batch_size if isinstance(preset.eval.batch_size, int) else TASK_BATCH,
+                max_length=loaded.context_length,
+                seed=preset.seed,
+                scored=lambda name, summary: events.emit("score", "task_scored", task=name, **summary),
+            )
     timings["imports_total_s"] = round(timings["imports_s"] + timings["model_import_s"], 4)
     timings["total_s"] = round(time.perf_counter() - wall_begin, 4)
     timings["process_s"] = _process_age()
@@ -431,6 +450,7 @@ def _evaluate(
             "peak_memory_per_device": peak.per_device,
             "guard_overhead_of_scoring": guard_overhead,
         },
+        "tasks": task_blocks,
         "edit": edit_record,
         "guards": guards,
     }
@@ -569,16 +589,15 @@ def _checkpoint_key(
     }
 
 
-def _reuse_key(scoring_key: dict[str, Any], resolved: ResolvedPreset) -> dict[str, Any]:
+def _reuse_key(scoring_key: dict[str, Any], resolved: ResolvedPreset, tasks: list[dict[str, str]]) -> dict[str, Any]:
     from invarlock_provider.evaluation.reuse import reuse_key
 
-    return reuse_key(scoring_key, preset_snapshot(resolved.preset), resolved.profile)
+    return reuse_key(scoring_key, preset_snapshot(resolved.preset), resolved.profile, tasks)
 
 
-def _find_reused(scoring: Scoring, key: dict[str, Any], windows: Any) -> Any:
+def _find_reused(scoring: Scoring, find_reusable: Callable[..., Any], key: dict[str, Any], windows: Any) -> Any:
     """A complete earlier run of this name that this run would reproduce; a store that cannot be
     read now only means scoring again."""
-    from invarlock_provider.evaluation.reuse import find_reusable
 
     def passed_over(where: str, reason: str) -> None:
         scoring.events.emit("score", "run_not_reused", earlier_run=where, reason=reason)

@@ -144,7 +144,7 @@ def build_evaluation(
         "policy_digest": policy.digest,
         "gates": gates,
         "verdict": verdict,
-        "reasons": [_reason(g) for g in gates if not g["passed"]],
+        "reasons": [gate_reason(g) for g in gates if not g["passed"]],
     }
     return {**evaluation, DIGEST_FIELD: content_digest(evaluation)}
 
@@ -174,7 +174,7 @@ def reference_fields(report: RunReport) -> dict[str, Any]:
     }
 
 
-def _reason(entry: dict[str, Any]) -> str:
+def gate_reason(entry: dict[str, Any]) -> str:
     """One line per failed gate; a detail of several lines (one per mismatched pairing field) follows
     its gate's line, as those lines, rather than being folded into one sentence."""
     if entry["comparison"] == "not evaluated":

@@ -75,6 +75,7 @@ def parse_run_report(raw: bytes, path: Path, role: str) -> RunReport:
     try:
         _check_sections(data, where)
         _check_guards(data.get("guards", []), where)
+        check_tasks(data.get("tasks", []), where)
         for split in SPLITS:
             _check_windows(data, split, where)
     except MalformedJSONError as exc:
@@ -163,6 +164,70 @@ def _check_windows(data: dict[str, Any], split: str, where: str) -> None:
         raise MalformedJSONError(
             f"{where}: evaluation_windows.{split}.token_counts must be positive integers up to seq_len {seq_len}"
         )
+
+
+def check_tasks(tasks: Any, where: str) -> None:
+    """Every task's per-example results, and everything derived from them, recomputed: a changed
+    log-probability, prediction, correctness or accuracy is named, not trusted."""
+    from invarlock_provider.errors import BadInputError
+    from invarlock_provider.task_file import TaskExample, examples_digest, first_max
+
+    names = set()
+    for number, entry in enumerate(expect(tasks, list, f"{where}: tasks")):
+        label = f"{where}: tasks[{number}]"
+        block = expect(entry, dict, label)
+        name = expect(block.get("name"), str, f"{label}.name")
+        if name in names:
+            raise MalformedJSONError(f"{label}.name: duplicate task {name!r}")
+        names.add(name)
+        label = f"{where}: tasks.{name}"
+        records = expect(block.get("examples"), list, f"{label}.examples")
+        if not records or len(records) != block.get("n"):
+            raise MalformedJSONError(f"{label}: n is not the number of examples listed")
+        examples, correct, correct_norm = [], 0, 0
+        for position, raw in enumerate(records):
+            at = f"{label}.examples[{position}]"
+            record = expect(raw, dict, at)
+            choices = expect(record.get("choices"), list, f"{at}.choices")
+            if not choices or not all(isinstance(c, str) and c for c in choices):
+                raise MalformedJSONError(f"{at}.choices: expected non-empty strings")
+            gold = expect(record.get("gold"), int, f"{at}.gold")
+            scores = expect(record.get("logprobs"), list, f"{at}.logprobs")
+            if len(scores) != len(choices) or not all(_number(v) and -1e9 <= v <= 0 for v in scores):
+                raise MalformedJSONError(f"{at}.logprobs: expected one log-probability (<= 0) per choice")
+            pred = first_max(scores)
+            pred_norm = first_max([v / len(c) for v, c in zip(scores, choices, strict=True)])
+            expected = {
+                "pred": pred,
+                "pred_norm": pred_norm,
+                "correct": pred == gold,
+                "correct_norm": pred_norm == gold,
+            }
+            for field_name, value in expected.items():
+                if record.get(field_name) != value or type(record.get(field_name)) is not type(value):
+                    raise MalformedJSONError(
+                        f"{at}.{field_name}: {record.get(field_name)!r} is not what its logprobs give ({value!r})"
+                    )
+            correct += pred == gold
+            correct_norm += pred_norm == gold
+            try:
+                examples.append(
+                    TaskExample(
+                        expect(record.get("id"), str, f"{at}.id"),
+                        expect(record.get("context"), str, f"{at}.context"),
+                        tuple(choices),
+                        gold,
+                    )
+                )
+            except BadInputError as exc:
+                raise MalformedJSONError(str(exc)) from None
+        if block.get("examples_sha256") != examples_digest(examples):
+            raise MalformedJSONError(f"{label}.examples_sha256: not the digest of the examples listed")
+        for field_name, value in (("accuracy", correct / len(records)), ("accuracy_norm", correct_norm / len(records))):
+            if not _number(block.get(field_name)) or abs(block[field_name] - value) > 1e-12:
+                raise MalformedJSONError(
+                    f"{label}.{field_name}: {block.get(field_name)!r} is not {value!r} from its examples"
+                )
 
 
 def _number(value: Any) -> bool:

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invarlock_provider.cli import main
-from invarlock_provider.evaluation.reuse import find_reusable, reuse_key
+from invarlock_provider.evaluation.reuse import reuse_key
 from invarlock_provider.fileio import canonical_json
+from invarlock_provider.reporting.run_reuse import find_reusable
 
 CI = ["--profile", "ci"]
 
