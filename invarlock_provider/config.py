@@ -67,8 +67,8 @@ class DatasetConfig:
     text_field: str = "text"
     seq_len: int = field(default=512, metadata={"min": 2})
     stride: int = field(default=512, metadata={"min": 1})
-    preview_n: int = field(default=64, metadata={"min": 1})
-    final_n: int = field(default=64, metadata={"min": 1})
+    preview_n: int = field(default=64, metadata={"min": 0})
+    final_n: int = field(default=64, metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class RunOverrides:
     seed: int | None = None
     device_map: str | None = None
     max_memory: dict[str, str] | None = None
+    task_limit: int | None = None
 
     def as_mapping(self) -> dict[str, Any]:
         mapping: dict[str, Any] = {}
@@ -252,6 +253,13 @@ def load_preset(
     if overrides is not None:
         merged = deep_merge(merged, overrides.as_mapping())
     preset = build_dataclass(Preset, merged, source=path)
+    if overrides is not None and overrides.task_limit is not None:
+        if not preset.tasks:
+            raise BadInputError(f"--task-limit: {path} lists no tasks")
+        if overrides.task_limit < 1:
+            raise BadInputError(f"--task-limit: expected an integer >= 1, got {overrides.task_limit}")
+        limited = tuple(dataclasses.replace(task, limit=overrides.task_limit) for task in preset.tasks)
+        preset = dataclasses.replace(preset, tasks=limited)
     if not preset.name:
         preset = dataclasses.replace(preset, name=path.name.removesuffix(".yaml"))
     return ResolvedPreset(preset=preset, source=path, profile=profile)

@@ -100,9 +100,14 @@ def select_examples(examples: Sequence[TaskExample], limit: int | None, seed: in
     """At most ``limit`` examples, the lowest sha256(seed:id) ranks, in file order."""
     if limit is None or limit >= len(examples):
         return list(examples)
-    ranked = sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).digest())
+    ranked = sorted(examples, key=lambda e: selection_rank(seed, e.id))
     chosen = {e.id for e in ranked[:limit]}
     return [e for e in examples if e.id in chosen]
+
+
+def selection_rank(seed: int, example_id: str) -> bytes:
+    """An example's place in the seeded selection: a smaller limit picks a prefix of a larger one's."""
+    return hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
 
 
 def first_max(values: Sequence[float]) -> int:

@@ -27,6 +27,15 @@ def load_nightly_dag():
     return module.dag
 
 
+def task_change(evaluation: dict) -> str:
+    """The first task's paired accuracy change and its interval, e.g. ``-0.12 (-0.51..+0.26) n=813``."""
+    paired = next((t.get("paired") for t in evaluation.get("tasks") or [] if t.get("paired")), None)
+    if not paired:
+        return "-"
+    low, high = paired["interval"]
+    return f"{100 * paired['difference']:+.2f} ({100 * low:+.2f}..{100 * high:+.2f}) n={paired['n']}"
+
+
 FINISHED = {"success", "failed", "upstream_failed", "skipped", "removed"}
 
 
@@ -131,12 +140,17 @@ def main() -> int:
         b for b in list_bundles(open_store(target), "") if b.complete and b.created_at and b.created_at >= started
     ]
     print(f"\nevidence: {target}")
-    print(f"  {'report':<28} {'verdict':<8} {'ratio':>8}  verify  bundle")
+    print(f"  {'report':<28} {'verdict':<12} {'ratio':>8}  {'task change, pp (95% CI)':<26}  verify  bundle")
     for bundle in sorted(bundles, key=lambda b: b.uri):
         manifest = bundle.manifest or {}
         folder = Path(bundle.uri.removeprefix("file://"))
-        verified = "ok" if verify_bundle_folder(folder).ok else "FAILED"
-        print(f"  {bundle.report_name:<28} {manifest['verdict']:<8} {manifest['ratio']:>8.4f}  {verified:<6}  {folder}")
+        verification = verify_bundle_folder(folder)
+        verified = "ok" if verification.ok else "FAILED"
+        ratio = f"{manifest['ratio']:.4f}" if manifest.get("ratio") is not None else "-"
+        print(
+            f"  {bundle.report_name:<28} {manifest['verdict']:<12} {ratio:>8}  "
+            f"{task_change(verification.evaluation or {}):<26}  {verified:<6}  {folder}"
+        )
     kept = run_folders(runs)
     pruned = sorted(runs_before - kept)
     print(f"\nruns ({runs}): {len(kept)} kept, {len(pruned)} archived runs pruned (retention in configs/nightly.yaml)")

@@ -66,12 +66,21 @@ def test_readme_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert re.search(r"DAG run \S+: success", out), out
-    verdicts = dict(re.findall(r"^  (\S+_balanced)\s+(PASS|FAIL)\s", out, flags=re.MULTILINE))
-    # The shipped plan: one subject that passes and a negative control the gates catch, as expected.
-    assert verdicts == {"quant8_balanced": "PASS", "pruned70_control_balanced": "FAIL"}, out
+    verdicts = dict(re.findall(r"^  (\S+_balanced)\s+(PASS|FAIL|INSUFFICIENT)\s", out, flags=re.MULTILINE))
+    # The shipped plan: one subject that passes, a negative control the gates catch, and the same
+    # subject judged on too few task examples to tell, each as expected.
+    assert verdicts == {
+        "quant8_balanced": "PASS",
+        "pruned70_control_balanced": "FAIL",
+        "quant8_few_examples_balanced": "INSUFFICIENT",
+    }, out
     assert re.search(r"gate\s+success", out), out
-    bundles = re.findall(r"^  \S+_balanced\s+(PASS|FAIL)\s+\S+\s+ok\s+(\S+)$", out, flags=re.MULTILINE)
-    assert len(bundles) == 2, out
+    bundles = re.findall(
+        r"^  \S+_balanced\s+(PASS|FAIL|INSUFFICIENT)\s+\S+\s+[-+]\S+ \(\S+\) n=\d+\s+ok\s+(\S+)$",
+        out,
+        flags=re.MULTILINE,
+    )
+    assert len(bundles) == 3, out
     for verdict, bundle in ((verdict, Path(path)) for verdict, path in bundles):
         assert bundle.is_relative_to(clone / "quickstart" / "evidence")
         assert (bundle / "manifest.json").is_file() and (bundle / "evaluation.report.json").is_file()

@@ -30,9 +30,9 @@ from invarlock_provider.airflow.evidence_store import (
 )
 from invarlock_provider.airflow.ui_shell import Shell
 from invarlock_provider.reporting.text import esc, fmt
+from invarlock_provider.verdicts import VERDICTS
 
 PAGE_SIZES = (25, 50, 100, 200)
-VERDICTS = ("PASS", "FAIL")
 INDEX_CSS = """
 form.filters{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:end;margin:0 0 12px}
 form.filters label{display:flex;flex-direction:column;font-size:12px;color:var(--il-muted);gap:2px}
@@ -91,7 +91,7 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
             raise HTTPException(400, str(exc)) from None
     verdict = text("verdict")
     if verdict is not None and verdict not in VERDICTS:
-        raise HTTPException(400, f"verdict: expected PASS, FAIL or nothing (any), not {verdict!r}")
+        raise HTTPException(400, f"verdict: expected {', '.join(VERDICTS)} or nothing (any), not {verdict!r}")
     tier = text("tier", 64)
     since, until = _date(text("since", 10), "since"), _date(text("until", 10), "until")
     if since and until and since > until:
@@ -222,7 +222,7 @@ def evidence_page(shell: Shell, source: EvidenceSource, filters: Filters) -> str
         return f"{shell.root}/evidence/{point.report_name}/{point.evidence_id}"
 
     def hover(point: Any) -> list[str]:
-        return list(listed_facts(store, point).failed_gates) if point.verdict == "FAIL" else []
+        return list(listed_facts(store, point).failed_gates) if point.verdict != "PASS" else []
 
     shown = {name: [p for p in points if keep(p)] for name, points in history.reports.items()}
     shown = {name: points for name, points in shown.items() if points}
@@ -280,7 +280,7 @@ def _filter_form(shell: Shell, filters: Filters, names: list[str], tiers: list[s
 def _table(shell: Shell, store: Any, rows: list[Any], expected: Any, link: Any) -> str:
     lines = []
     for point in rows:
-        control = point.verdict == "FAIL" and expected(point) == "FAIL"
+        control = point.verdict != "PASS" and expected(point) == point.verdict
         verdict = f"{point.verdict} (expected)" if control else point.verdict
         value = f"{point.report_name}/{point.evidence_id}"
         lines.append(

@@ -72,7 +72,11 @@ def gate_text(gate: dict[str, Any]) -> str:
 
 def failed_gates(evaluation: dict[str, Any]) -> list[str]:
     gates = evaluation.get("gates") if isinstance(evaluation.get("gates"), list) else []
-    return [gate_text(g) for g in gates if isinstance(g, dict) and not g.get("passed")]
+    return [
+        gate_text(g) + (" (too little evidence to judge)" if g.get("outcome") == "insufficient" else "")
+        for g in gates
+        if isinstance(g, dict) and not g.get("passed")
+    ]
 
 
 def signature_status(verification: Any, trust: Any) -> str:

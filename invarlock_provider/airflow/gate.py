@@ -1,5 +1,6 @@
 """The verdict gate: the last task of a DAG, after the evidence is archived, that fails the DAG run
-when a report's verdict is not what was expected (PASS unless the plan says ``expect: FAIL``).
+when a report's verdict is not what was expected (PASS unless the plan says ``expect: FAIL`` or
+``expect: INSUFFICIENT``).
 
 A FAIL must reach people: a green DAG run over a failed evaluation is noticed by nobody. The gate
 runs after every archive, so a FAIL's evidence is in the store before the run turns red, and one
@@ -14,13 +15,11 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-VERDICTS = ("PASS", "FAIL")
-
 
 class VerdictGateOperator(BaseOperator):
     """Compare every build_report verdict with its expectation; fail (no retry) on any mismatch.
 
-    ``expectations`` maps report names to ``PASS``/``FAIL`` (default PASS); ``plan_task_id`` reads
+    ``expectations`` maps report names to ``PASS``/``FAIL``/``INSUFFICIENT`` (default PASS); ``plan_task_id`` reads
     them instead from a plan task's ``settings`` XCom (the nightly DAG's ``expectations``).
     """
 

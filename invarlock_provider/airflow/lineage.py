@@ -74,7 +74,8 @@ def _assertion(gate: GateAssertion) -> Any:
     wanted = {
         "assertion": gate.gate,
         "success": gate.passed,
-        "severity": "error",  # a failed gate makes the verdict FAIL
+        # A failed gate makes the verdict FAIL; one that could not judge makes it INSUFFICIENT.
+        "severity": "warn" if gate.outcome == "insufficient" else "error",
         "name": gate.gate,
         "description": gate.detail or None,
         "expected": gate.expected,

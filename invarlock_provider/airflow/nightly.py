@@ -8,13 +8,13 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from invarlock_provider.airflow.gate import VERDICTS
 from invarlock_provider.config import PROFILES, check_revision, parse_yaml_mapping
 from invarlock_provider.edit_spec import parse_edit
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.resources import configs_dir
 from invarlock_provider.storage.arrivals import DEFAULT_MARKER, check_marker
 from invarlock_provider.storage.uri import check_segment
+from invarlock_provider.verdicts import VERDICTS
 
 PLAN_ENV = "INVARLOCK_NIGHTLY_CONFIG"
 TIERS = ("balanced", "conservative", "aggressive")
@@ -63,15 +63,28 @@ def load_plan(location: str | Path | None = None, settings: Any = None) -> dict[
             raise BadInputError(f"{path}: subjects[{position}] needs a name")
         name = check_segment(entry["name"], f"{path}: subjects[{position}].name")
         edit = parse_edit(str(entry.get("edit") or "noop"), f"{path}: subjects[{position}].edit").spec
-        unknown = set(entry) - {"name", "edit", "model", "revision", "expect"}
+        unknown = set(entry) - {"name", "edit", "model", "revision", "expect", "task_limit"}
         if unknown:
             raise BadInputError(f"{path}: subjects[{position}]: unknown keys {', '.join(sorted(unknown))}")
         expect = entry.get("expect", "PASS")
         if expect not in VERDICTS:
-            raise BadInputError(f"{path}: subjects[{position}].expect must be PASS or FAIL, not {expect!r}")
+            raise BadInputError(
+                f"{path}: subjects[{position}].expect must be one of {', '.join(VERDICTS)}, not {expect!r}"
+            )
+        task_limit = entry.get("task_limit")
+        if task_limit is not None and (type(task_limit) is not int or task_limit < 1):
+            raise BadInputError(f"{path}: subjects[{position}].task_limit must be an integer >= 1")
         expectations[f"{name}_{tier}"] = expect  # the report BuildReportOperator names after the subject
         revision = _revision(entry.get("revision"), f"{path}: subjects[{position}].revision")
-        subjects.append({"run_name": name, "edit": edit, "model": entry.get("model") or "", "revision": revision})
+        subjects.append(
+            {
+                "run_name": name,
+                "edit": edit,
+                "model": entry.get("model") or "",
+                "revision": revision,
+                "task_limit": task_limit,
+            }
+        )
     retention = raw.get("retention") or {}
     unknown = set(raw) - {"preset", "profile", "tier", "tiers", "baseline", "subjects", "retention", "arrivals"}
     if unknown:

@@ -50,7 +50,7 @@ th,td{padding:6px 10px;border-bottom:1px solid var(--il-border);text-align:left;
 th{background:var(--il-muted-bg);font-weight:600}
 code,pre{font:12px/1.5 var(--il-mono)}td code{word-break:break-all}
 .wide{overflow-x:auto;max-width:100%}
-.PASS,td.PASS,.ok{color:var(--il-pass);font-weight:600}.FAIL,td.FAIL,.bad{color:var(--il-fail);font-weight:600}
+.PASS,td.PASS,.ok{color:var(--il-pass);font-weight:600}.FAIL,td.FAIL,.bad{color:var(--il-fail);font-weight:600}.INSUFFICIENT,td.INSUFFICIENT,.unsure{color:var(--il-warn);font-weight:600}
 .muted{color:var(--il-muted)}
 .il-note{border:1px solid var(--il-border);border-left:4px solid var(--il-muted);background:var(--il-surface);
 padding:10px 14px;border-radius:6px;margin:0 0 12px}

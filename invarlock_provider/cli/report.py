@@ -29,7 +29,8 @@ Examples:
 \b
 --run, --baseline and --output also take store URIs (s3://..., file://...); runs are read through
 runs/NAME/latest.json and checked against its sha256 (and --run-sha256 / --baseline-sha256).
-Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fail-on-fail, 2 bad input.
+Exit status: 0 written (PASS, or any verdict without --fail-on-fail); with --fail-on-fail 1 FAIL and
+3 INSUFFICIENT (too few tokens or examples to judge); 2 bad input or usage.
 """
 
 
@@ -58,7 +59,11 @@ Exit status: 0 written (PASS, or FAIL without --fail-on-fail), 1 FAIL with --fai
     "never overwritten, which the evaluation references); required when the baseline is in another bucket or store.",
 )
 @click.option("--with-events", is_flag=True, help="Copy the subject run's events.jsonl beside its report.")
-@click.option("--fail-on-fail", is_flag=True, help="Exit 1 when the verdict is FAIL (the report is still written).")
+@click.option(
+    "--fail-on-fail",
+    is_flag=True,
+    help="Exit 1 when the verdict is FAIL, 3 when INSUFFICIENT (the report is still written).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option(
     "--junit",
@@ -114,8 +119,10 @@ def report_command(
             as_json=as_json,
             junit_path=junit_path,
         )
-    if fail_on_fail and verdict != "PASS":
-        sys.exit(1)
+    if fail_on_fail and verdict is not None:
+        from invarlock_provider.verdicts import EXIT_STATUS
+
+        sys.exit(EXIT_STATUS.get(verdict, 1))
 
 
 def _report(

@@ -103,6 +103,13 @@ create-only, then events.jsonl), and only then named the newest run by runs/NAME
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option(
+    "--task-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Score at most N examples of each of the preset's tasks (the first N its seed selects).",
+)
+@click.option(
     "--threads",
     default=None,
     metavar="N|auto",
@@ -149,6 +156,7 @@ def run_command(
     device_map: str | None,
     max_memory: tuple[str, ...],
     seed: int | None,
+    task_limit: int | None,
     threads: str | None,
     concurrent: str | None,
     progress: bool | None,
@@ -196,6 +204,7 @@ def run_command(
         seed=seed,
         device_map=device_map,
         max_memory=parse_max_memory_options(max_memory) if max_memory else None,
+        task_limit=task_limit,
     )
     resolved = load_preset(preset, profile=profile, overrides=overrides)
     location = location or Path("runs") / resolved.preset.name
@@ -231,6 +240,9 @@ def run_command(
         click.echo(json.dumps(summary))
         return
     click.echo(f"report: {summary['report']}")
+    if summary["ppl_final"] is None:
+        click.echo("no perplexity windows (tasks only)")
+        return
     ppl = f"ppl final {summary['ppl_final']:.3f} (preview {summary['ppl_preview']:.3f})"
     if summary["reused_from"]:
         click.echo(f"{ppl}, {summary['tokens']} tokens reused from {summary['reused_from']} (same reuse key)")

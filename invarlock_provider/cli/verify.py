@@ -1,4 +1,5 @@
-"""``invarlock verify``: re-check evidence offline; exit 0 consistent, 1 a check failed, 2 malformed."""
+"""``invarlock verify``: re-check evidence offline; exit 0 consistent, 1 a check failed, 2 malformed;
+with ``--fail-on-fail`` a consistent FAIL exits 1 and a consistent INSUFFICIENT 3."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ A URI that does not end in an evidence id is a prefix: one line per bundle and a
 only if every complete bundle verified, 1 if any failed, 2 if there was none. Incomplete bundles
 (no manifest.json) are listed, not verified. A local folder with manifest.json is one bundle, one
 with evaluation.report.json or report.json a reports folder; any other is the prefix its file://
-URI names.
+URI names. With --fail-on-fail the verdict counts too, as for report: consistent evidence exits
+0 PASS, 1 FAIL, 3 INSUFFICIENT (a prefix: FAIL if any bundle FAILs, else 3 if any is INSUFFICIENT).
 """
     + ENV_HELP
     + TRUST_HELP
@@ -39,12 +41,18 @@ URI names.
 @click.command("verify", epilog=EXAMPLE)
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print every check as JSON (a list for a prefix).")
+@click.option(
+    "--fail-on-fail",
+    is_flag=True,
+    help="Also exit 1 when consistent evidence's verdict is FAIL, 3 when it is INSUFFICIENT.",
+)
 @trust_options
 @store_options
 @reports_errors
 def verify_command(
     target: str,
     as_json: bool,
+    fail_on_fail: bool,
     trusted_keys: tuple[Path, ...],
     trust_file: Path | None,
     fingerprints: tuple[str, ...],
@@ -70,7 +78,7 @@ def verify_command(
         root, base = bundle_location(target)
         store = open_store(root, s3_settings(endpoint_url, region, path_style))
         if not is_bundle_key(base):
-            _verify_prefix(store, base, target, as_json, trust)
+            _verify_prefix(store, base, target, as_json, trust, fail_on_fail)
             return
         result = _readable(target, lambda: verify_remote_bundle(store, base, target, trust))
     else:
@@ -90,6 +98,17 @@ def verify_command(
         click.echo(_summary(result))
     if not result.ok:
         sys.exit(1)
+    if fail_on_fail:
+        _exit_for_verdicts([result.verdict])
+
+
+def _exit_for_verdicts(verdicts: list[str | None]) -> None:
+    """The worst verdict decides: any FAIL exits 1, else any INSUFFICIENT 3 (a run report has none)."""
+    from invarlock_provider.verdicts import EXIT_STATUS, FAIL, INSUFFICIENT
+
+    for verdict in (FAIL, INSUFFICIENT):
+        if verdict in verdicts:
+            sys.exit(EXIT_STATUS[verdict])
 
 
 def _evidence_path(target: str) -> Path | None:
@@ -134,7 +153,7 @@ def _summary(result: Any, *, name_failures: bool = False) -> str:
     return f"{result.path}: {result.kind} {status}{verdict}{signer}{trusted}"
 
 
-def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: Any) -> None:
+def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: Any, fail_on_fail: bool) -> None:
     """Every bundle under a prefix, as `ls` lists them: one line each, then a total."""
     from invarlock_provider.reporting.verify import MalformedEvidenceError
     from invarlock_provider.storage.bundle_reader import verify_bundles
@@ -168,3 +187,5 @@ def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: A
         raise MalformedEvidenceError(f"{target}: only incomplete bundles, nothing to verify (re-run the archive)")
     if failed:
         sys.exit(1)
+    if fail_on_fail:
+        _exit_for_verdicts([result.verdict for result in verified])

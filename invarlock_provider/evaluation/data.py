@@ -147,6 +147,8 @@ def build_windows(corpus: CorpusText, tokenizer: Any, dataset: DatasetConfig, se
     plan = plan_windows(len(stream), body_len, dataset.stride, dataset.preview_n, dataset.final_n, seed)
 
     def gather(ids: tuple[int, ...]) -> np.ndarray:
+        if not ids:  # a tasks-only run: no windows to cut
+            return np.empty((0, dataset.seq_len), dtype=np.int64)
         windows = np.stack([window_tokens(stream, i, body_len, dataset.stride) for i in ids])
         if bos:
             prefix = np.full((len(ids), 1), tokenizer.bos_token_id, dtype=np.int64)

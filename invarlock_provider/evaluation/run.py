@@ -526,8 +526,10 @@ def _emit_guard(events: EventLog, record: dict[str, Any]) -> None:
     )
 
 
-def _perplexity(logloss: list[float], counts: list[int]) -> float:
-    """exp of the token-weighted mean NLL."""
+def _perplexity(logloss: list[float], counts: list[int]) -> float | None:
+    """exp of the token-weighted mean NLL; None for no windows (a tasks-only run)."""
+    if not counts:
+        return None
     total = sum(loss * count for loss, count in zip(logloss, counts, strict=True))
     return math.exp(total / sum(counts))
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from invarlock_provider.reporting.html import PROVENANCE_FIELDS, edit_text
+from invarlock_provider.reporting.policy import gate_outcome
 from invarlock_provider.reporting.text import MISSING, esc, fmt
+from invarlock_provider.verdicts import VERDICTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +45,7 @@ vertical-align:top;font-size:13px}
 .il-compare code{font:12px ui-monospace,Menlo,monospace;word-break:break-all}
 .il-compare .pass{color:var(--il-pass,#2f855a);font-weight:600}
 .il-compare .fail{color:var(--il-fail,#c53030);font-weight:600}
+.il-compare .insufficient{color:var(--il-warn,#b7791f);font-weight:600}
 .il-compare .muted,.il-compare figcaption{color:var(--il-muted,#4a5568)}
 .il-compare figcaption{font-size:12px;margin-top:4px}
 .il-compare figure{margin:0 0 8px}
@@ -120,11 +123,12 @@ def _side_heading(side: str) -> str:
 
 
 def _verdict(evaluation: dict[str, Any]) -> str:
-    return "PASS" if evaluation.get("verdict") == "PASS" else "FAIL"
+    return evaluation["verdict"] if evaluation.get("verdict") in VERDICTS else "FAIL"
 
 
-def _result(passed: bool) -> str:
-    return '<span class="pass">PASS</span>' if passed else '<span class="fail">FAIL</span>'
+def _result(outcome: str) -> str:
+    text = {"pass": "PASS", "insufficient": "INSUFFICIENT"}.get(outcome, "FAIL")
+    return f'<span class="{text.lower()}">{text}</span>'
 
 
 def _limit(evaluation: dict[str, Any]) -> float:
@@ -194,7 +198,7 @@ def _gate_text(entry: dict[str, Any] | None) -> str:
         rule = f"within {fmt(entry.get('limit'))}"
     else:
         rule = f"{esc(_RULES.get(comparison, comparison))} {fmt(entry.get('limit'))}"
-    return f"{fmt(entry.get('value'))} ({rule}) {_result(bool(entry.get('passed')))}"
+    return f"{fmt(entry.get('value'))} ({rule}) {_result(gate_outcome(entry))}"
 
 
 def _gates_table(sides: Sequence[ComparedBundle]) -> str:
@@ -205,7 +209,7 @@ def _gates_table(sides: Sequence[ComparedBundle]) -> str:
     rows = []
     for name in names:
         entries = [gates.get(name) for gates in by_side]
-        results = [None if e is None else bool(e.get("passed")) for e in entries]
+        results = [None if e is None else gate_outcome(e) for e in entries]
         rows.append(
             (
                 "changed" if results[0] != results[1] else "",

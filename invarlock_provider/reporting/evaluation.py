@@ -21,13 +21,15 @@ from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN
 from invarlock_provider.reporting.guards import compare_guards
 from invarlock_provider.reporting.pairing import explain, pairing_checks
-from invarlock_provider.reporting.policy import TierPolicy, gate
+from invarlock_provider.reporting.policy import TierPolicy, gate, judges_insufficient, verdict_of
 from invarlock_provider.reporting.run_report import SPLITS, RunReport
 from invarlock_provider.reporting.stats import bca_interval, ppl_ratio, quantile
+from invarlock_provider.reporting.task_pairing import compare_tasks
 
 EVALUATION_SCHEMA = "invarlock.evaluation/1"
 EVALUATION_FILE = "evaluation.report.json"
 HTML_FILE = "evaluation.html"
+JUNIT_FILE = "gates.junit.xml"
 DIGEST_FIELD = "evaluation_digest"
 MAX_GATE_DETAILS = 3
 
@@ -80,6 +82,7 @@ def primary_metric(subject: RunReport, baseline: RunReport, policy: TierPolicy) 
 def _metric_gates(metric: dict[str, Any], policy: TierPolicy) -> list[dict[str, Any]]:
     limit = policy["ratio_limit"] + policy["hysteresis"]
     low, high = policy["drift_band"]
+    enough = metric["final_tokens"] >= policy["min_tokens"]
     return [
         gate("ratio", metric["ratio"], limit, "<=", metric["ratio"] <= limit),
         gate("ratio_ci_upper", metric["ci"][1], limit, "<=", metric["ci"][1] <= limit),
@@ -88,7 +91,9 @@ def _metric_gates(metric: dict[str, Any], policy: TierPolicy) -> list[dict[str, 
             metric["final_tokens"],
             policy["min_tokens"],
             ">=",
-            metric["final_tokens"] >= policy["min_tokens"],
+            enough,
+            "" if enough or not judges_insufficient(policy.snapshot) else "too few tokens to judge",
+            insufficient=judges_insufficient(policy.snapshot),
         ),
         gate("drift", metric["drift"], [low, high], "within", low <= metric["drift"] <= high),
         gate(
@@ -118,9 +123,12 @@ def build_evaluation(
 ) -> dict[str, Any]:
     checks = pairing_checks(subject, baseline)
     mismatches = [check for check in checks if not check.ok]
-    metric = primary_metric(subject, baseline, policy) if not mismatches else None
+    windowless = not subject.windows("final")["logloss"] and not baseline.windows("final")["logloss"]
+    metric = primary_metric(subject, baseline, policy) if not mismatches and not windowless else None
     if metric is not None:
         gates = _metric_gates(metric, policy)
+    elif windowless and not mismatches:
+        gates = []  # a tasks-only pair: no perplexity to judge
     else:
         gates = [
             gate(name, None, None, "not evaluated", False, "pairing failed: windows are not comparable")
@@ -129,7 +137,11 @@ def build_evaluation(
     gates.append(gate("pairing", len(mismatches), 0, "==", not mismatches, explain(mismatches)))
     guards = compare_guards(subject, baseline, policy)
     gates += [_guard_gate(comparison) for comparison in guards]
-    verdict = "PASS" if all(g["passed"] for g in gates) else "FAIL"
+    tasks, task_gates = compare_tasks(subject, baseline, policy)
+    gates += task_gates
+    if windowless and not tasks:
+        gates.append(gate("evidence", 0, 1, ">=", False, "neither perplexity windows nor tasks to judge"))
+    verdict = verdict_of(gates)
     evaluation = {
         "schema_version": EVALUATION_SCHEMA,
         "created_at": (created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
@@ -139,6 +151,7 @@ def build_evaluation(
         "pairing": {"ok": not mismatches, "checks": [c.as_dict() for c in checks]},
         "primary_metric": metric,
         "guards": guards,
+        **({"tasks": tasks} if tasks else {}),
         "tier": policy.tier,
         "policy": policy.snapshot,
         "policy_digest": policy.digest,
@@ -237,7 +250,8 @@ def write_evaluation(
     evaluation = build_evaluation(subject, baseline, policy, output_dir=output_dir, created_at=created_at)
     if (output_dir / REPORT_FILE).resolve() != subject.path.resolve():
         write_bytes_atomic(output_dir / REPORT_FILE, subject.raw)
-    (output_dir / HTML_FILE).unlink(missing_ok=True)  # rendered from an older evaluation
+    for derived in (HTML_FILE, JUNIT_FILE):  # rendered from an older evaluation
+        (output_dir / derived).unlink(missing_ok=True)
     target = output_dir / EVALUATION_FILE
     write_json_atomic(target, evaluation)
     return target, evaluation, beside

@@ -53,6 +53,7 @@ figcaption{font-size:12px;color:var(--il-muted,#4a5568);margin-top:4px}
 .il-history :is(.point,.key){stroke:var(--il-surface,#fff);stroke-width:1}
 .il-history :is(.point,.key).pass{fill:var(--il-pass,#2f855a)}
 .il-history :is(.point,.key).fail{fill:var(--il-fail,#c53030);stroke-width:1.5}
+.il-history :is(.point,.key).insufficient{fill:var(--il-warn,#b7791f);stroke-width:1.5}
 .il-history .tier-conservative :is(.point,.key){stroke:var(--il-fg,#1d2330);stroke-width:1.5}
 .il-history .tier-aggressive :is(.point,.key){stroke:var(--il-fg,#1d2330);stroke-width:1.5;stroke-dasharray:2 1.5}
 .il-history :is(.point,.key).control{fill:var(--il-surface,#fff);stroke:var(--il-muted,#4a5568);stroke-width:2}
@@ -65,7 +66,7 @@ font-size:12px;color:var(--il-muted,#4a5568)}
 table{border-collapse:collapse;background:var(--il-surface,#fff);width:100%;margin-top:8px}
 th,td{border:1px solid var(--il-border,#dde1e6);padding:4px 8px;text-align:left;font-size:13px}
 td.FAIL{color:var(--il-fail,#c53030);font-weight:600}td.PASS{color:var(--il-pass,#2f855a);font-weight:600}
-td.FAIL.control{color:var(--il-muted,#4a5568)}td.PASS.unexpected{color:var(--il-fail,#c53030)}
+td.INSUFFICIENT{color:var(--il-warn,#b7791f);font-weight:600}td.FAIL.control,td.INSUFFICIENT.control{color:var(--il-muted,#4a5568)}td.PASS.unexpected{color:var(--il-fail,#c53030)}
 """
 # Only the standalone file follows the desktop's dark mode: a host page (the Airflow plugin) sets the
 # same variables from its own theme, which need not match the desktop's.
@@ -109,12 +110,17 @@ def _tier_class(tier: str) -> str:
 
 
 def _kind(point: HistoryPoint, expected: Callable[[HistoryPoint], str] | None) -> str:
-    """``control`` for a planned FAIL (a negative control), ``unexpected`` for a control that passed,
-    ``""`` otherwise: a planned FAIL must not read as an alarm, a control that passed must."""
-    expectation = expected(point) if expected is not None else "PASS"
-    if expectation == "FAIL":
-        return {"FAIL": "control", "PASS": "unexpected"}.get(point.verdict, "")
-    return ""
+    """``control`` for a planned FAIL or INSUFFICIENT (a negative control), ``unexpected`` for a
+    control that passed, ``""`` otherwise: a planned verdict must not read as an alarm, a control
+    that passed must."""
+    expectation = _expectation(point, expected)
+    if expectation == "PASS":
+        return ""
+    return "control" if point.verdict == expectation else "unexpected" if point.verdict == "PASS" else ""
+
+
+def _expectation(point: HistoryPoint, expected: Callable[[HistoryPoint], str] | None) -> str:
+    return expected(point) if expected is not None else "PASS"
 
 
 def nice_ticks(low: float, high: float) -> list[float]:
@@ -234,7 +240,8 @@ def _swatch(body: str) -> str:
 
 
 def _legend(tiers: Sequence[str], kinds: set[str]) -> str:
-    """Names only what this chart can show: a control's entry on a chart without one would be noise."""
+    """Names only what this chart can show (``kinds``: the marks' kinds and verdicts): a control's
+    entry on a chart without one would be noise."""
     items = [
         (_swatch('<polyline class="line" points="1,6 25,6"/>'), "ratio"),
         (_swatch('<rect class="band" x="1" y="1" width="24" height="10"/>'), "95% CI"),
@@ -247,11 +254,13 @@ def _legend(tiers: Sequence[str], kinds: set[str]) -> str:
         items.append((_swatch(body), f"{tier}: ratio limit, nights"))
     items.append((_swatch('<circle class="key pass" cx="13" cy="6" r="3.5"/>'), "PASS"))
     items.append((_swatch('<circle class="key fail" cx="13" cy="6" r="5"/>'), "FAIL"))
+    if "INSUFFICIENT" in kinds:
+        items.append((_swatch('<circle class="key insufficient" cx="13" cy="6" r="5"/>'), "INSUFFICIENT"))
     if "control" in kinds:
         items.append((_swatch('<circle class="key fail control" cx="13" cy="6" r="5"/>'), "expected FAIL (control)"))
     if "unexpected" in kinds:
         swatch = _swatch('<circle class="key pass unexpected" cx="13" cy="6" r="5"/>')
-        items.append((swatch, "PASS where FAIL was expected"))
+        items.append((swatch, "PASS where a control was expected not to"))
     return '<ul class="legend">' + "".join(f"<li>{swatch}{esc(text)}</li>" for swatch, text in items) + "</ul>"
 
 
@@ -271,7 +280,7 @@ def _verdict_text(mark: _Mark) -> str:
     verdict = mark.point.verdict
     return {
         "control": f"{verdict} (expected: negative control)",
-        "unexpected": f"{verdict} (unexpected: a negative control should FAIL)",
+        "unexpected": f"{verdict} (unexpected: a negative control should not PASS)",
     }.get(mark.kind, verdict)
 
 
@@ -406,7 +415,7 @@ def history_chart(
     for mark in marks:
         title = _title(mark, tz, hover(mark.point) if hover is not None else ())
         parts.append(_point(mark, y(mark.ratio), link(mark.point), title))
-    parts.append(f"</svg>{_legend(list(tier_label), {m.kind for m in marks})}</div>")
+    parts.append(f"</svg>{_legend(list(tier_label), {m.kind for m in marks} | {m.point.verdict for m in marks})}</div>")
     return "".join(parts)
 
 
@@ -423,7 +432,11 @@ def history_table(
     ]
     for point in reversed(points):  # newest first, as people read nights
         kind = _kind(point, expected)
-        verdict = {"control": "FAIL (expected)", "unexpected": "PASS (FAIL expected)"}.get(kind, point.verdict)
+        shown = {
+            "control": f"{point.verdict} (expected)",
+            "unexpected": f"PASS ({_expectation(point, expected)} expected)",
+        }
+        verdict = shown.get(kind, point.verdict)
         ratio, limit, ci = _finite(point.ratio), _finite(point.ratio_limit), _interval(point)
         rows.append(
             f"<tr><td>{point.created_at.astimezone(tz):%Y-%m-%d %H:%M %Z}</td>"
@@ -450,11 +463,13 @@ def history_sections(
     page lists the bundles itself) the table of nights."""
     sections = []
     for name, points in history.items():
-        kinds = [_kind(p, expected) for p in points if p.verdict == "FAIL"]
+        kinds = [_kind(p, expected) for p in points if p.verdict != "PASS"]
         controls = kinds.count("control")
-        caption = f"{len(points)} bundles, {len(kinds) - controls} unexpected FAIL" + (
-            f", {controls} expected FAIL (negative control)" if controls else ""
+        insufficient = sum(p.verdict == "INSUFFICIENT" for p in points)
+        caption = f"{len(points)} bundles, {len(kinds) - controls} unexpected FAIL or INSUFFICIENT" + (
+            f", {controls} expected (negative control)" if controls else ""
         )
+        caption += f", {insufficient} INSUFFICIENT in all" if insufficient else ""
         chart = history_chart(points, link, tz=tz, expected=expected, hover=hover)
         table = history_table(points, link, tz=tz, expected=expected) if tables else ""
         sections.append(

@@ -15,20 +15,23 @@ from typing import Any
 import numpy as np
 
 from invarlock_provider.reporting.evaluation import split_arrays
+from invarlock_provider.reporting.policy import gate_outcome
 from invarlock_provider.reporting.run_report import RunReport
 from invarlock_provider.reporting.text import esc, fmt, readable
+from invarlock_provider.verdicts import VERDICTS
 
 _CSS = """
 :root{--il-bg:#f6f7f9;--il-surface:#fff;--il-fg:#1d2330;--il-muted:#555;--il-border:#dde1e6;--il-muted-bg:#eef1f4;
---il-pass:#1f7a3f;--il-fail:#b3261e;--il-accent:#3b6ea8}
+--il-pass:#1f7a3f;--il-fail:#b3261e;--il-warn:#8a5a00;--il-accent:#3b6ea8}
 @media (prefers-color-scheme:dark){:root:not([data-theme=light]){--il-bg:#1a2030;--il-surface:#0f1522;--il-fg:#f5f7fa;
---il-muted:#aab4c3;--il-border:#2c3648;--il-muted-bg:#1c2433;--il-pass:#4cc38a;--il-fail:#f07167;--il-accent:#7aa7e8}}
+--il-muted:#aab4c3;--il-border:#2c3648;--il-muted-bg:#1c2433;--il-pass:#4cc38a;--il-fail:#f07167;--il-warn:#f0b95a;
+--il-accent:#7aa7e8}}
 body{font:14px/1.45 var(--il-font,system-ui,-apple-system,Segoe UI,Roboto,sans-serif);margin:0;color:var(--il-fg);
 background:var(--il-bg)}
 main{max-width:1000px;margin:0 auto;padding:24px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}h3{font-size:14px;margin:18px 0 6px}
 .banner{padding:18px 22px;border-radius:8px;color:#fff;display:flex;justify-content:space-between;align-items:center}
-.banner.PASS{background:#1f7a3f}.banner.FAIL{background:#b3261e}
+.banner.PASS{background:#1f7a3f}.banner.FAIL{background:#b3261e}.banner.INSUFFICIENT{background:#8a5a00}
 .banner .verdict{font-size:30px;font-weight:700;letter-spacing:.04em}
 .banner .ratio{font-size:18px;text-align:right}
 table{border-collapse:collapse;width:100%;background:var(--il-surface);border:1px solid var(--il-border)}
@@ -36,6 +39,9 @@ th,td{padding:6px 10px;border-bottom:1px solid var(--il-border);text-align:left;
 th{background:var(--il-muted-bg);font-weight:600}
 td.num{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap}
 .ok{color:var(--il-pass);font-weight:600}.bad{color:var(--il-fail);font-weight:600}
+.unsure{color:var(--il-warn);font-weight:600}
+.example{background:var(--il-surface);border:1px solid var(--il-border);padding:8px 12px;margin:8px 0}
+.example ol{margin:4px 0 0;padding-left:22px}.example .context{white-space:pre-wrap}
 code{font:12px var(--il-mono,ui-monospace,SFMono-Regular,Menlo,monospace);word-break:break-all}
 .charts{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
 .charts figure,figure.spectral{margin:0;background:var(--il-surface);border:1px solid var(--il-border);padding:8px;
@@ -128,6 +134,8 @@ def interval_svg(ratio: float, low: float, high: float, limit: float, width: int
 
 
 SPECTRAL_TABLE_ROWS = 12
+DISCORDANT_SHOWN = 5  # examples per task and direction shown with their text
+CONTEXT_SHOWN = 600  # characters of an example's context shown (its end, which the choices continue)
 _FAMILY_COLOURS = {"attention": "#3b6ea8", "mlp": "#d9822b"}
 
 
@@ -243,6 +251,82 @@ def _guard_section(evaluation: dict[str, Any]) -> list[str]:
     return parts
 
 
+def outcome_text(entry: dict[str, Any]) -> tuple[str, str]:
+    """A gate's result as shown, and its CSS class: pass, FAIL or INSUFFICIENT (could not judge)."""
+    outcome = gate_outcome(entry)
+    return {"pass": ("pass", "ok"), "insufficient": ("INSUFFICIENT", "unsure")}.get(outcome, ("FAIL", "bad"))
+
+
+def task_section(evaluation: dict[str, Any], subject: RunReport, baseline: RunReport) -> list[str]:
+    """Per task: both accuracies, the paired change with its interval, McNemar's p and the gate; then
+    the first examples the two models answered differently, with their text."""
+    tasks = [t for t in evaluation.get("tasks") or [] if isinstance(t, dict)]
+    if not tasks:
+        return []
+    gates = {g.get("name"): g for g in evaluation.get("gates", []) if isinstance(g, dict)}
+    rows = []
+    for task in tasks:
+        paired = task.get("paired")
+        result = _cell(*outcome_text(gates.get(f"task.{task.get('name')}", {})))
+        if not isinstance(paired, dict):
+            detail = (task.get("pairing") or {}).get("detail", "")
+            rows.append((_cell(esc(task.get("name"))), _cell(f"not paired: {esc(detail)}", "detail"), result))
+            continue
+        low, high = paired["interval"]
+        discordant = paired["discordant"]
+        numbers = (
+            f"{paired['n']} examples &middot; {esc(task.get('metric'))} baseline "
+            f"<b>{100 * paired['baseline_accuracy']:.1f}%</b>, subject "
+            f"<b>{100 * paired['subject_accuracy']:.1f}%</b> &middot; change "
+            f"<b>{100 * paired['difference']:+.2f} pp</b> ({100 * paired['confidence']:g}% CI {100 * low:+.2f} to "
+            f"{100 * high:+.2f}) &middot; McNemar p {paired['mcnemar_p']:.3g} &middot; only the subject right "
+            f"{discordant['subject_only']}, only the baseline right {discordant['baseline_only']}"
+        )
+        rows.append((_cell(esc(task.get("name"))), _cell(numbers), result))
+    parts = ["<h2>Tasks</h2>", _table(("task", "paired accuracy (subject - baseline)", "result"), rows)]
+    ours, theirs = _examples_by_id(subject), _examples_by_id(baseline)
+    for task in tasks:
+        ids = task.get("discordant_ids") or {}
+        for side, label in (("baseline_only", "only the baseline right"), ("subject_only", "only the subject right")):
+            listed = [i for i in ids.get(side, []) if (task.get("name"), i) in ours and (task.get("name"), i) in theirs]
+            if not listed:
+                continue
+            parts.append(
+                f"<h3>{esc(task.get('name'))}: {label} ({len(ids.get(side, []))}; the first "
+                f"{min(len(listed), DISCORDANT_SHOWN)} shown)</h3>"
+            )
+            for example_id in listed[:DISCORDANT_SHOWN]:
+                parts.append(_example_html(ours[(task["name"], example_id)], theirs[(task["name"], example_id)]))
+    return parts
+
+
+def _examples_by_id(report: RunReport) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(t["name"], e["id"]): e for t in report.data.get("tasks", []) for e in t["examples"]}
+
+
+def _example_html(subject: dict[str, Any], baseline: dict[str, Any]) -> str:
+    context = subject["context"]
+    if len(context) > CONTEXT_SHOWN:
+        context = "\u2026" + context[-CONTEXT_SHOWN:]
+    choices = []
+    for index, choice in enumerate(subject["choices"]):
+        marks = [
+            label
+            for label, hit in (
+                ("gold", index == subject["gold"]),
+                ("subject's pick", index == subject["pred"]),
+                ("baseline's pick", index == baseline["pred"]),
+            )
+            if hit
+        ]
+        note = f" <b>({', '.join(marks)})</b>" if marks else ""
+        choices.append(f"<li>{esc(choice)}{note}</li>")
+    return (
+        f'<div class="example"><code>{esc(subject["id"])}</code><div class="context">{esc(context)}</div>'
+        f"<ol start='0'>{''.join(choices)}</ol></div>"
+    )
+
+
 def _comparison_table(checks: Iterable[dict[str, Any]]) -> str:
     """Subject and baseline values side by side, for pairing and invariants checks alike."""
     return _table(
@@ -278,7 +362,7 @@ def render_html(
     evaluation: dict[str, Any], subject: RunReport, baseline: RunReport, *, verify_hint: str = VERIFY_HINT
 ) -> str:
     """``verify_hint``: the closing paragraph (HTML); a page that offers its own commands passes ""."""
-    verdict = "PASS" if evaluation.get("verdict") == "PASS" else "FAIL"
+    verdict = evaluation.get("verdict") if evaluation.get("verdict") in VERDICTS else "FAIL"
     metric = evaluation.get("primary_metric")
     policy = evaluation.get("policy", {})
     limit = float(policy.get("ratio_limit", 0)) + float(policy.get("hysteresis", 0))
@@ -298,6 +382,8 @@ def render_html(
             f"ppl ratio <b>{metric['ratio']:.4g}</b><br>95% CI [{metric['ci'][0]:.4g}, {metric['ci'][1]:.4g}]"
             f" &middot; limit &le; {limit:.4g}"
         )
+    elif (evaluation.get("pairing") or {}).get("ok"):
+        parts.append("tasks only: no perplexity windows")
     else:
         parts.append("pairing failed: no ratio")
     parts.append("</div></div>")
@@ -316,7 +402,7 @@ def render_html(
                     _cell(fmt(g.get("value")), "num"),
                     _cell(fmt(g.get("limit")), "num"),
                     _cell(esc(g.get("comparison"))),
-                    _cell("pass" if g.get("passed") else "FAIL", "ok" if g.get("passed") else "bad"),
+                    _cell(*outcome_text(g)),
                     _cell(esc(g.get("detail", "")), "detail"),
                 )
                 for g in evaluation.get("gates", [])
@@ -325,6 +411,7 @@ def render_html(
     )
 
     parts += _guard_section(evaluation)
+    parts += task_section(evaluation, subject, baseline)
 
     if metric:
         deltas, _ = split_arrays(subject, baseline, "final")

@@ -12,11 +12,12 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from invarlock_provider.reporting.evaluation import DIGEST_FIELD, gate_reason
+from invarlock_provider.reporting.policy import gate_outcome
 
 
 def junit_xml(evaluation: dict[str, Any], report_name: str) -> bytes:
     gates = [g for g in evaluation["gates"] if isinstance(g, dict)]
-    failures = sum(not g["passed"] for g in gates)
+    failures = sum(gate_outcome(g) != "pass" for g in gates)
     suite_name = f"invarlock.{report_name}"
     suites = ET.Element("testsuites", name="invarlock", tests=str(len(gates)), failures=str(failures), errors="0")
     suite = ET.SubElement(
@@ -42,9 +43,11 @@ def junit_xml(evaluation: dict[str, Any], report_name: str) -> bytes:
         ET.SubElement(properties, "property", name=name, value="" if value is None else str(value))
     for entry in gates:
         case = ET.SubElement(suite, "testcase", classname=suite_name, name=str(entry["name"]))
-        if not entry["passed"]:
+        if gate_outcome(entry) != "pass":
             reason = gate_reason(entry)
-            failure = ET.SubElement(case, "failure", message=reason.splitlines()[0], type="gate")
+            # INSUFFICIENT is no pass either: a CI job must not go green on evidence too thin to judge.
+            kind = "insufficient" if gate_outcome(entry) == "insufficient" else "gate"
+            failure = ET.SubElement(case, "failure", message=reason.splitlines()[0], type=kind)
             failure.text = reason
     ET.indent(suites)
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="utf-8") + b"\n"

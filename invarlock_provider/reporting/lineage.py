@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from invarlock_provider.edit_spec import edit_label
 from invarlock_provider.errors import BadInputError
+from invarlock_provider.reporting.policy import gate_outcome
 from invarlock_provider.resources import is_embedded
 
 EMBEDDED_NAMESPACE = "invarlock"
@@ -39,6 +40,7 @@ class GateAssertion:
 
     gate: str
     passed: bool
+    outcome: str  # pass, fail or insufficient (too little evidence to judge)
     expected: str
     actual: str
     detail: str
@@ -121,6 +123,7 @@ def gate_assertions(evaluation: dict[str, Any]) -> list[GateAssertion]:
         GateAssertion(
             gate=entry["name"],
             passed=bool(entry["passed"]),
+            outcome=gate_outcome(entry),
             expected=f"{entry['comparison']} {_text(entry['limit'])}",
             actual=_text(entry["value"]),
             detail=entry.get("detail") or "",

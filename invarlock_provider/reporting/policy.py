@@ -11,6 +11,7 @@ from invarlock_provider.config import deep_merge, load_yaml_mapping, parse_yaml_
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes
 from invarlock_provider.resources import configs_dir
+from invarlock_provider.verdicts import FAIL, INSUFFICIENT, PASS
 from invarlock_provider.weights.blocks import FAMILIES as SPECTRAL_FAMILIES
 
 TIERS_SCHEMA = "invarlock.tiers/1"
@@ -18,6 +19,7 @@ TIERS = ("balanced", "conservative", "aggressive")
 # The bootstrap is re-run by every verify and every page view: its cost (replicates x windows) is
 # bounded by what a policy may ask for, not by whoever wrote the snapshot.
 MIN_REPLICATES, MAX_REPLICATES = 100, 20_000
+ACCURACY_KEYS = ("metric", "min_delta_pp", "min_examples", "max_interval_width_pp", "confidence")
 _REQUIRED = {
     "ratio_limit": (int, float),
     "hysteresis": (int, float),
@@ -104,6 +106,26 @@ def check_policy(snapshot: Any, where: str) -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise BadInputError(f"{where}.bootstrap.seed must be an integer >= 0")
     _check_spectral_caps(where, snapshot["guards"].get("spectral"))
+    if "accuracy" in snapshot:
+        _check_accuracy(snapshot["accuracy"], f"{where}.accuracy")
+
+
+def _check_accuracy(limits: Any, where: str) -> None:
+    if not isinstance(limits, dict) or set(limits) != set(ACCURACY_KEYS):
+        raise BadInputError(f"{where} must hold exactly {', '.join(ACCURACY_KEYS)}")
+    if limits["metric"] not in ("accuracy", "accuracy_norm"):
+        raise BadInputError(f"{where}.metric must be accuracy or accuracy_norm")
+    delta = limits["min_delta_pp"]
+    if not _number(delta) or not -100 <= delta <= 0:
+        raise BadInputError(f"{where}.min_delta_pp must be a number from -100 to 0 (percentage points)")
+    examples = limits["min_examples"]
+    if not isinstance(examples, int) or isinstance(examples, bool) or examples < 1:
+        raise BadInputError(f"{where}.min_examples must be an integer >= 1")
+    width = limits["max_interval_width_pp"]
+    if not _number(width) or not 0 < width <= 200:
+        raise BadInputError(f"{where}.max_interval_width_pp must be a number in (0, 200]")
+    if not _number(limits["confidence"]) or not 0 < limits["confidence"] < 1:
+        raise BadInputError(f"{where}.confidence must be in (0, 1)")
 
 
 def _check_spectral_caps(policy: str, caps: Any) -> None:
@@ -126,12 +148,44 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def gate(name: str, value: Any, limit: Any, comparison: str, passed: bool, detail: str = "") -> dict[str, Any]:
+def gate(
+    name: str,
+    value: Any,
+    limit: Any,
+    comparison: str,
+    passed: bool,
+    detail: str = "",
+    *,
+    insufficient: bool = False,
+) -> dict[str, Any]:
+    """``insufficient``: a gate that did not pass because the evidence is too thin to judge, not
+    because it shows a regression."""
     return {
         "name": name,
         "value": value,
         "limit": limit,
         "comparison": comparison,
         "passed": passed,
+        "outcome": "pass" if passed else "insufficient" if insufficient else "fail",
         "detail": detail,
     }
+
+
+def gate_outcome(entry: dict[str, Any]) -> str:
+    """pass, fail or insufficient; a gate written before three outcomes existed has ``passed`` alone."""
+    outcome = entry.get("outcome")
+    if outcome in ("pass", "fail", "insufficient"):
+        return str(outcome)
+    return "pass" if entry.get("passed") is True else "fail"
+
+
+def verdict_of(gates: list[dict[str, Any]]) -> str:
+    """FAIL when any gate shows a failure; else INSUFFICIENT when any could not judge; else PASS."""
+    outcomes = {g["outcome"] for g in gates}
+    return FAIL if "fail" in outcomes else INSUFFICIENT if "insufficient" in outcomes else PASS
+
+
+def judges_insufficient(snapshot: dict[str, Any]) -> bool:
+    """Policies with an ``accuracy`` section (this version on) call too little evidence INSUFFICIENT;
+    an older evaluation's snapshot without one is judged as it was when written: FAIL."""
+    return "accuracy" in snapshot

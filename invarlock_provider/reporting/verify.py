@@ -33,6 +33,7 @@ from invarlock_provider.reporting.policy import TierPolicy, check_policy, policy
 from invarlock_provider.reporting.run_report import SPLITS, RunReport, parse_run_report
 from invarlock_provider.reporting.stats import MAX_BOOTSTRAP_DRAWS
 from invarlock_provider.strict_json import MalformedJSONError, expect_digest, loads_object
+from invarlock_provider.verdicts import VERDICTS
 
 BASELINE_DIR = "baseline"
 RATIO_TOLERANCE = 1e-9
@@ -174,8 +175,10 @@ def load_evaluation(path: Path) -> dict[str, Any]:
             expect_digest(reference.get("sha256"), f"{path}: {role}.sha256")
         except MalformedJSONError as exc:
             raise MalformedEvidenceError(str(exc)) from None
-    if evaluation["verdict"] not in ("PASS", "FAIL"):
-        raise MalformedEvidenceError(f"{path}: verdict must be PASS or FAIL, found {evaluation['verdict']!r}")
+    if evaluation["verdict"] not in VERDICTS:
+        raise MalformedEvidenceError(
+            f"{path}: verdict must be one of {', '.join(VERDICTS)}, found {evaluation['verdict']!r}"
+        )
     for key, kind in (("tier", str), ("policy_digest", str), (DIGEST_FIELD, str), ("gates", list), ("policy", dict)):
         if not isinstance(evaluation[key], kind):
             raise MalformedEvidenceError(f"{path}: {key} must be a {kind.__name__}")
@@ -334,14 +337,21 @@ def _check_recomputation(
         for bound, index in (("ci_low", 0), ("ci_high", 1)):
             value = stored_ci[index] if isinstance(stored_ci, list) and len(stored_ci) == 2 else None
             _compare(result, f"primary_metric.{bound}", value, metric["ci"][index], CI_TOLERANCE)
-    stored_gates = {g.get("name"): g.get("passed") for g in evaluation["gates"] if isinstance(g, dict)}
+    stored_gates = {g.get("name"): g for g in evaluation["gates"] if isinstance(g, dict)}
     for entry in again["gates"]:
         name = entry["name"]
+        stored = stored_gates.get(name) or {}
+        # Evaluations written before three outcomes existed record passed alone.
+        fields = ("passed", "outcome") if "outcome" in stored else ("passed",)
         result.add(
             f"gate.{name}",
-            stored_gates.get(name) == entry["passed"],
-            f"recomputed passed={entry['passed']}, stored passed={stored_gates.get(name)}",
+            all(stored.get(f) == entry[f] for f in fields),
+            ", ".join(f"recomputed {f}={entry[f]}, stored {f}={stored.get(f)}" for f in fields),
         )
+    extra = sorted(set(stored_gates) - {entry["name"] for entry in again["gates"]}, key=str)
+    if extra:
+        result.add("gates", False, f"stored gates the evidence does not give: {', '.join(map(str, extra))}")
+    _check_tasks(evaluation, again, result)
     guards = evaluation.get("guards") if isinstance(evaluation.get("guards"), list) else []
     stored_guards = {g.get("name"): g for g in guards if isinstance(g, dict)}
     for comparison in again["guards"]:
@@ -358,6 +368,36 @@ def _check_recomputation(
         evaluation["verdict"] == again["verdict"],
         f"recomputed {again['verdict']}, stored {evaluation['verdict']}",
     )
+
+
+def _check_tasks(evaluation: dict[str, Any], again: dict[str, Any], result: Verification) -> None:
+    """Each task's paired numbers as the two reports give them: the counts exactly, the rates and
+    the interval to float precision."""
+    stored_tasks = evaluation.get("tasks") if isinstance(evaluation.get("tasks"), list) else []
+    stored = {t.get("name"): t for t in stored_tasks if isinstance(t, dict)}
+    recomputed = again.get("tasks", [])
+    if set(stored) != {t["name"] for t in recomputed} or len(stored) != len(stored_tasks):
+        names = [t["name"] for t in recomputed]
+        result.add("tasks", False, f"stored tasks {sorted(map(str, stored))}, recomputed {names}")
+        return
+    for task in recomputed:
+        mine, theirs = task.get("paired"), stored[task["name"]].get("paired")
+        label = f"task.{task['name']}"
+        if mine is None or not isinstance(theirs, dict):
+            result.add(f"{label}.pairing", mine is None and theirs is None, task["pairing"]["detail"])
+            continue
+        counts = ("n", "discordant", "concordant")
+        result.add(
+            f"{label}.counts",
+            all(theirs.get(k) == mine[k] for k in counts),
+            ", ".join(f"{k} stored {theirs.get(k)}, recomputed {mine[k]}" for k in counts),
+        )
+        for key in ("subject_accuracy", "baseline_accuracy", "difference", "mcnemar_p"):
+            _compare(result, f"{label}.{key}", theirs.get(key), mine[key], RATIO_TOLERANCE)
+        interval = theirs.get("interval")
+        for bound, index in (("ci_low", 0), ("ci_high", 1)):
+            value = interval[index] if isinstance(interval, list) and len(interval) == 2 else None
+            _compare(result, f"{label}.{bound}", value, mine["interval"][index], RATIO_TOLERANCE)
 
 
 def _compare(result: Verification, name: str, stored: Any, recomputed: float, tolerance: float) -> None:

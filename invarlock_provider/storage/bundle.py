@@ -26,7 +26,7 @@ from invarlock_provider import __version__
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, sha256_file
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE
-from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
+from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE, JUNIT_FILE
 from invarlock_provider.reporting.verify import BASELINE_DIR, MalformedEvidenceError, verify_evaluation
 from invarlock_provider.storage.objectstore import LOCK_MODES
 from invarlock_provider.storage.uri import check_segment, is_evidence_id
@@ -37,13 +37,13 @@ from invarlock_provider.strict_json import (
     expect_timestamp,
     loads_object,
 )
+from invarlock_provider.verdicts import VERDICTS
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_SCHEMA = "invarlock.bundle/1"
-OPTIONAL_FILES = (HTML_FILE, EVENTS_FILE)
+OPTIONAL_FILES = (HTML_FILE, EVENTS_FILE, JUNIT_FILE)
 REQUIRED_FILES = (REPORT_FILE, f"{BASELINE_DIR}/{REPORT_FILE}", EVALUATION_FILE)
 BUNDLE_FILES = REQUIRED_FILES + OPTIONAL_FILES
-VERDICTS = ("PASS", "FAIL")
 MAX_MANIFEST_BYTES = 1024 * 1024
 # What a reader downloads at most per file: evidence is parsed, attachments only hashed.
 MAX_FILE_BYTES = {name: 64 * 1024 * 1024 for name in REQUIRED_FILES} | {name: 1024**3 for name in OPTIONAL_FILES}
@@ -198,7 +198,9 @@ def _check_manifest(manifest: dict[str, Any], where: str) -> None:
             raise MalformedJSONError(f"{where}: files[{number}].size {size} is out of range for {path}")
     expect_timestamp(manifest.get("created_at"), f"{where}: created_at")
     if manifest.get("verdict") not in VERDICTS:
-        raise MalformedJSONError(f"{where}: verdict must be PASS or FAIL, found {manifest.get('verdict')!r}")
+        raise MalformedJSONError(
+            f"{where}: verdict must be one of {', '.join(VERDICTS)}, found {manifest.get('verdict')!r}"
+        )
     expect(manifest.get("tier"), str, f"{where}: tier")
     expect_digest(manifest.get("policy_digest"), f"{where}: policy_digest")
     expect(manifest.get("ratio"), (int, float, type(None)), f"{where}: ratio")

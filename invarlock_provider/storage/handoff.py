@@ -17,7 +17,7 @@ from typing import Any
 
 from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import sha256_file
-from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE
+from invarlock_provider.reporting.evaluation import EVALUATION_FILE, HTML_FILE, JUNIT_FILE
 from invarlock_provider.reporting.run_report import RunReport, load_run_report
 from invarlock_provider.storage.objectstore import ObjectStore
 from invarlock_provider.storage.uri import check_segment
@@ -40,6 +40,7 @@ class WrittenReport:
     shown: str  # how a person reads the location: the path as given, or the URI
     events_copied: bool
     publish_s: float  # time spent handing the folder to the store (0 for a local folder)
+    junit_uri: str | None = None  # the gates as JUnit XML, when written
 
 
 def location_uri(location: Path | RemoteFolder) -> str:
@@ -70,6 +71,7 @@ def write_report(
     copy_baseline: bool = False,
     with_events: bool = False,
     html: bool = False,
+    junit: bool = False,
 ) -> WrittenReport:
     """Write reports/<name>/ where ``output`` says; a store folder is built in scratch, then published.
     ``with_events`` copies the subject run's events.jsonl beside its report when the run has one."""
@@ -91,6 +93,11 @@ def write_report(
     events_copied = with_events and copy_run_events(subject.path.parent, local)
     if html:
         write_html(target, evaluation)
+    if junit:
+        from invarlock_provider.fileio import write_bytes_atomic
+        from invarlock_provider.reporting.junit import junit_xml
+
+        write_bytes_atomic(local / JUNIT_FILE, junit_xml(evaluation, local.name))
     page = HTML_FILE if html else EVALUATION_FILE
     started = time.perf_counter()
     if isinstance(location, RemoteFolder):
@@ -100,8 +107,12 @@ def write_report(
         digest = sha256_file(target)
         uri, page_uri, shown = target.resolve().as_uri(), (local / page).resolve().as_uri(), str(target)
     publish_s = time.perf_counter() - started if isinstance(location, RemoteFolder) else 0.0
+    junit_uri = None
+    if junit:
+        remote = isinstance(location, RemoteFolder)
+        junit_uri = location.child(JUNIT_FILE).uri if remote else (local / JUNIT_FILE).resolve().as_uri()
     return WrittenReport(
-        evaluation, uri, digest, location_uri(location), page_uri, shown or uri, events_copied, publish_s
+        evaluation, uri, digest, location_uri(location), page_uri, shown or uri, events_copied, publish_s, junit_uri
     )
 
 

@@ -63,7 +63,7 @@ def test_a_failed_verdict_is_mailed(workdir: Path, smtp_server, monkeypatch: pyt
         "oncall@example.com",
     }
     body = message.get_body(("html", "plain")).get_content()
-    assert re.search(r"q8: FAIL \(expected PASS\), ratio 1\.0000 .*min_tokens: \d+ not >= \d+", body), body
+    assert re.search(r"q8: INSUFFICIENT \(expected PASS\), ratio 1\.0000 .*min_tokens: \d+ not >= \d+", body), body
     bundle = next((workdir / "evidence" / "q8").glob("ev-*"))
     assert bundle.resolve().as_uri() in body  # where the evidence is
     assert "Gate log: <a href=" in body

@@ -66,10 +66,10 @@ def test_on_demand_dag_archives_verifiable_evidence(workdir: Path, logical_date:
 def test_nightly_dag_maps_subjects_and_prunes(workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "nightly.yaml"
     config.write_text(
-        # The dev profile scores too few tokens for any tier: both verdicts are FAIL, as declared.
+        # The dev profile scores too few tokens for any tier: both verdicts are INSUFFICIENT, as declared.
         "preset: causal_lm/tiny_pydocs_128\nprofile: dev\ntier: aggressive\nbaseline: {model: null}\n"
-        "subjects:\n  - {name: quant8, edit: quant8, expect: FAIL}\n"
-        "  - {name: noop_control, edit: noop, expect: FAIL}\n"
+        "subjects:\n  - {name: quant8, edit: quant8, expect: INSUFFICIENT}\n"
+        "  - {name: noop_control, edit: noop, expect: INSUFFICIENT}\n"
         "retention: {keep_last: 1, max_age: 0s}\n"
     )
     monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", str(config))
@@ -111,8 +111,8 @@ def test_a_param_outside_its_enum_is_refused_before_any_task(workdir: Path) -> N
 def test_on_demand_dag_archives_to_s3_through_a_connection(
     workdir: Path, seaweed, bucket, evidence_connection, monkeypatch: pytest.MonkeyPatch, capsys, caplog
 ) -> None:
-    """profile=dev scores too few tokens: FAIL. The evidence is archived first, then the gate
-    fails the run naming the min_tokens gate."""
+    """profile=dev scores too few tokens: INSUFFICIENT. The evidence is archived first, then the
+    gate fails the run naming the min_tokens gate."""
     from tests.storage.seaweed import ACCESS_KEY, SECRET_KEY
 
     evidence_connection("flag")
@@ -135,7 +135,7 @@ def test_on_demand_dag_archives_to_s3_through_a_connection(
     captured = capsys.readouterr()
     logged = captured.out + captured.err + caplog.text
     assert re.search(
-        r"1 of 1 reports not as expected: to_s3: FAIL \(expected PASS\).*min_tokens: \d+ not >= \d+", logged
+        r"1 of 1 reports not as expected: to_s3: INSUFFICIENT \(expected PASS\).*min_tokens: \d+ not >= \d+", logged
     )
     assert f"bundle s3://{bucket}/on-demand/to_s3/ev-" in logged
     listed = seaweed.client().list_objects_v2(Bucket=bucket, Prefix="on-demand/to_s3/")["Contents"]
@@ -202,7 +202,9 @@ def test_a_bad_expect_is_named(tmp_path: Path) -> None:
 
     plan = tmp_path / "nightly.yaml"
     plan.write_text("subjects:\n  - {name: s, edit: noop, expect: fail}\n")
-    with pytest.raises(BadInputError, match=r"nightly\.yaml: subjects\[0\]\.expect must be PASS or FAIL, not 'fail'"):
+    with pytest.raises(
+        BadInputError, match=r"nightly\.yaml: subjects\[0\]\.expect must be one of PASS, FAIL, INSUFFICIENT, not 'fail'"
+    ):
         load_plan(plan)
 
 
@@ -343,7 +345,7 @@ def test_nightly_dag_locks_its_evidence_and_judges_by_its_tiers_file(
     config = tmp_path / "nightly.yaml"
     config.write_text(
         "preset: causal_lm/tiny_pydocs_128\nprofile: dev\ntier: balanced\ntiers: team-tiers.yaml\n"
-        "subjects:\n  - {name: quant8, edit: quant8, expect: FAIL}\n"  # dev: too few tokens (min_tokens)
+        "subjects:\n  - {name: quant8, edit: quant8, expect: INSUFFICIENT}\n"  # dev: too few tokens (min_tokens)
     )
     monkeypatch.setenv("INVARLOCK_NIGHTLY_CONFIG", str(config))
     monkeypatch.setenv("INVARLOCK_ARCHIVE_URI", f"s3://{locked_bucket}/nightly")
@@ -354,7 +356,8 @@ def test_nightly_dag_locks_its_evidence_and_judges_by_its_tiers_file(
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert asset_events(dag_run) == [("archive", f"s3://{locked_bucket}/nightly")]  # the declared outlet
     ((_, _, extra),) = asset_events(dag_run, with_extra=True)  # what a DAG scheduled on the Asset reads
-    assert extra["verdict"] == "FAIL" and extra["report_name"] == "quant8_balanced" and extra["tier"] == "balanced"
+    assert extra["verdict"] == "INSUFFICIENT" and extra["report_name"] == "quant8_balanced"
+    assert extra["tier"] == "balanced"
     assert extra["bundle_uri"] == f"s3://{locked_bucket}/nightly/quant8_balanced/{extra['evidence_id']}"
     assert len(extra["ci"]) == 2 and extra["ratio"] > 0
     assert extra["subject_model"] and len(extra["subject_weights_digest"]) >= 64
@@ -408,7 +411,13 @@ def test_a_plan_and_its_tiers_file_are_read_from_the_bucket(seaweed, bucket: str
     plan = load_plan(f"s3://{bucket}/plans/nightly.yaml", s3_settings)
     assert plan["tiers"] == f"s3://{bucket}/plans/team-tiers.yaml"
     assert plan["tiers_sha256"] == hashlib.sha256(tiers).hexdigest()
-    expected = {"run_name": "finetuned", "edit": "noop", "model": "s3://models/finetuned-2026-11/", "revision": ""}
+    expected = {
+        "run_name": "finetuned",
+        "edit": "noop",
+        "model": "s3://models/finetuned-2026-11/",
+        "revision": "",
+        "task_limit": None,
+    }
     assert plan["subjects"] == [expected]
 
     client.put_object(Bucket=bucket, Key="plans/escape.yaml", Body=f"tiers: ../../../x.yaml\n{subjects}".encode())

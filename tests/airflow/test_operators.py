@@ -415,7 +415,7 @@ def test_the_plan_and_policy_live_only_in_the_bucket_and_a_changed_policy_is_ref
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
     subjects = NightlyPlanOperator(task_id="plan", conn_id="evidence_s3").execute({"ti": ti})
-    assert subjects == [{"run_name": "quant8", "edit": "quant8", "model": "", "revision": ""}]
+    assert subjects == [{"run_name": "quant8", "edit": "quant8", "model": "", "revision": "", "task_limit": None}]
     settings = pushed["settings"]
     assert settings["tiers"] == f"s3://{bucket}/plans/team-tiers.yaml" and len(settings["tiers_sha256"]) == 64
 

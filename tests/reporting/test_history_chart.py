@@ -149,7 +149,7 @@ def test_an_expected_fail_is_a_control_and_not_an_alarm() -> None:
     assert [classes(c) for c in circles] == [["point", "fail", "control"]] * 3 + [["point", "pass", "unexpected"]]
     assert '<circle class="point fail"' not in html  # no red marker for a planned FAIL
     assert html.count("FAIL (expected: negative control)") == 3 and "ratio: 1.4 &gt; 1.102" in html
-    assert "expected FAIL (control)" in html and "PASS where FAIL was expected" in html
+    assert "expected FAIL (control)" in html and "PASS where a control was expected not to" in html
     table = history_table(points, link, expected=lambda _: "FAIL")
     assert table.count('<td class="FAIL control">FAIL (expected)</td>') == 3
     assert '<td class="PASS unexpected">PASS (FAIL expected)</td>' in table

@@ -111,7 +111,8 @@ def test_tiers_change_the_limit(real_runs: dict[str, Path], tmp_path: Path) -> N
     assert conservative["policy_digest"] != balanced["policy_digest"]
     # 200 final windows x 127 tokens is below the conservative tier's 40,000-token minimum.
     assert gate(conservative, "min_tokens")["passed"] is False
-    assert conservative["verdict"] == "FAIL"
+    assert gate(conservative, "min_tokens")["outcome"] == "insufficient"
+    assert conservative["verdict"] == "INSUFFICIENT"
 
 
 def test_promote_baseline_and_copy_baseline(real_runs: dict[str, Path], tmp_path: Path) -> None:

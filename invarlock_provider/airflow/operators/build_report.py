@@ -59,6 +59,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         copy_baseline: bool = True,
         with_events: bool = True,
         fail_on_verdict: bool = False,
+        junit: bool = True,
         conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -75,6 +76,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         self.copy_baseline = copy_baseline
         self.with_events = with_events
         self.fail_on_verdict = fail_on_verdict
+        self.junit = junit
 
     def execute(self, context: Any) -> dict[str, Any]:
         import tempfile
@@ -110,6 +112,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
                     copy_baseline=self.copy_baseline,
                     with_events=self.with_events,
                     html=self.html,
+                    junit=self.junit,
                 )
             self._lineage = evaluation_lineage(
                 written.evaluation, subject.data, written.report_dir, {"report_name": name}
@@ -128,6 +131,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
             "report_dir": written.report_dir,
             "conn_id": self.conn_id or None,  # how the evidence pages read report_dir
             "link": link,
+            "junit": written.junit_uri,  # the gates as JUnit XML, for a CI system downstream
             "handoff_s": round(fetch_s + written.publish_s, 4),
         }
         ci = summary["ci"]
@@ -140,7 +144,7 @@ class BuildReportOperator(LineageOnComplete, BaseOperator):
         if self.fail_on_verdict and summary["verdict"] != "PASS":
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(f"verdict FAIL for {name}: {'; '.join(summary['reasons'])}")
+            raise AirflowFailException(f"verdict {summary['verdict']} for {name}: {'; '.join(summary['reasons'])}")
         return summary
 
     def _policy(self, hook: Any) -> Any:

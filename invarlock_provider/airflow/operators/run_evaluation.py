@@ -64,6 +64,7 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         dtype: str | None = None,
         batch_size: int | str | None = None,
         seed: int | None = None,
+        task_limit: int | None = None,
         device_map: str | None = None,
         max_memory: dict[str, str] | None = None,
         threads: int | str | None = None,
@@ -91,6 +92,7 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
         self.dtype = dtype
         self.batch_size = batch_size
         self.seed = seed
+        self.task_limit = task_limit
         self.device_map = device_map
         self.max_memory = dict(max_memory or {})
         self.threads = threads
@@ -111,6 +113,7 @@ class RunEvaluationOperator(LineageOnComplete, BaseOperator):
             ("--dtype", self.dtype),
             ("--batch-size", self.batch_size),
             ("--seed", self.seed),
+            ("--task-limit", self.task_limit),
             ("--device-map", self.device_map),
             ("--threads", self.threads),
             ("--concurrent", self.concurrent),
