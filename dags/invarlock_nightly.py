@@ -20,12 +20,14 @@ from invarlock_provider.airflow.defaults import (
     archive_conn_id,
     archive_target,
     runs_root,
+    signing_conn_id,
     work_conn_id,
 )
 from invarlock_provider.airflow.gate import VerdictGateOperator
 from invarlock_provider.airflow.nightly import NightlyPlanOperator
 from invarlock_provider.airflow.operators import PruneRunsOperator
 from invarlock_provider.airflow.plan_tasks import evaluate_report_archive, from_plan
+from invarlock_provider.airflow.waiver import waiver_tasks
 
 with DAG(
     dag_id="invarlock_nightly",
@@ -52,3 +54,5 @@ with DAG(
     # other than the plan expects for it.
     gate = VerdictGateOperator(task_id="gate", plan_task_id="plan", on_failure_callback=alert_callbacks())
     archives >> prune >> gate
+    # With INVARLOCK_WAIVER_APPROVERS (and Airflow 3.1+): a named approver may waive what the gate found.
+    waiver_tasks(gate, archive_conn_id=archive_conn_id(), signing_conn_id=signing_conn_id())

@@ -23,6 +23,7 @@ from invarlock_provider.airflow.defaults import (
 from invarlock_provider.airflow.gate import VerdictGateOperator
 from invarlock_provider.airflow.operators import ArchiveOperator, BuildReportOperator, RunEvaluationOperator
 from invarlock_provider.airflow.plan_tasks import evaluation_settings
+from invarlock_provider.airflow.waiver import waiver_tasks
 
 WORK_CONN_ID = work_conn_id()
 
@@ -111,5 +112,8 @@ with DAG(
         signing_conn_id=signing_conn_id(),
         outlets=[],  # the target is a Param, unknown when the DAG is parsed: no Asset to declare
     )
-    # A FAIL fails the run, once its evidence is archived (and e-mails when INVARLOCK_ALERT_EMAIL is set).
-    archive >> VerdictGateOperator(task_id="gate", on_failure_callback=alert_callbacks())
+    # A FAIL fails the run, once its evidence is archived (and e-mails when INVARLOCK_ALERT_EMAIL is set),
+    # unless a named approver waives it (INVARLOCK_WAIVER_APPROVERS, Airflow 3.1+).
+    gate = VerdictGateOperator(task_id="gate", on_failure_callback=alert_callbacks())
+    archive >> gate
+    waiver_tasks(gate, archive_conn_id="{{ params.archive_conn_id or '' }}", signing_conn_id=signing_conn_id())

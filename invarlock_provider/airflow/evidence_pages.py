@@ -41,6 +41,8 @@ border-radius:6px;padding:10px 14px;margin:0 0 14px}
 .invarlock-banner[data-verdict=FAIL],.invarlock-banner[data-verdict=UNVERIFIED]{border-left-color:var(--il-fail)}
 .invarlock-banner .verdict{font-size:18px;font-weight:700;color:var(--il-pass);margin-right:6px}
 .invarlock-banner[data-verdict=FAIL] .verdict,.invarlock-banner[data-verdict=UNVERIFIED] .verdict{color:var(--il-fail)}
+.invarlock-banner[data-verdict=INSUFFICIENT]{border-left-color:var(--il-warn)}
+.invarlock-banner[data-verdict=INSUFFICIENT] .verdict{color:var(--il-warn)}
 .invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li{white-space:pre-line}
 .invarlock-banner li.bad{color:var(--il-fail)}.invarlock-banner li.signature{font-weight:600}
 .invarlock-banner .where{color:var(--il-muted);font-size:12px}

@@ -27,6 +27,7 @@ _COMMANDS = {
     "prune": "invarlock_provider.cli.prune:prune_command",
     "doctor": "invarlock_provider.cli.doctor:doctor_command",
     "keygen": "invarlock_provider.cli.keygen:keygen_command",
+    "waive": "invarlock_provider.cli.waive:waive_command",
 }
 
 

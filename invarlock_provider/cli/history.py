@@ -67,13 +67,19 @@ def history_command(
     if root.scheme == "s3":
         check_store(store)
     history = report_history(store, base, report_name, since=window)
+    from invarlock_provider.storage.waivers import waiver_notes
+
+    waivers = waiver_notes(store, [p.key for points in history.reports.values() for p in points])
     for uri, reason in history.skipped:
         click.echo(f"skipped {uri}: {reason}", err=True)
     if html_path is not None:
         page = history_page(f"InvarLock history: {store_uri}", history.reports, _bundle_link)
         write_text_atomic(html_path, page)
     if as_json:
-        points = {name: [p.as_dict() for p in points] for name, points in history.reports.items()}
+        points = {
+            name: [{**p.as_dict(), "waiver": waivers[p.key].as_dict() if p.key in waivers else None} for p in points]
+            for name, points in history.reports.items()
+        }
         skipped = [{"uri": uri, "reason": reason} for uri, reason in history.skipped]
         click.echo(json.dumps({**points, **({"_skipped": skipped} if skipped else {})}, indent=2))
         return
@@ -84,8 +90,8 @@ def history_command(
             ci = f"{point.ci[0]:.4f}-{point.ci[1]:.4f}" if point.ci else "-"
             limit = f"{point.ratio_limit:.4f}" if point.ratio_limit is not None else "-"
             click.echo(
-                f"{point.created_at:%Y-%m-%d %H:%M}  {name:<24} {point.verdict:<5} {ratio:>8} {ci:>15} "
-                f"limit {limit:>7}  {point.uri}"
+                f"{point.created_at:%Y-%m-%d %H:%M}  {name:<24} {point.verdict:<12} {ratio:>8} {ci:>15} "
+                f"limit {limit:>7}  {point.uri}" + (f"  {waivers[point.key].text}" if point.key in waivers else "")
             )
             count += 1
     shown = f", chart in {html_path}" if html_path is not None else ""

@@ -43,6 +43,9 @@ def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region:
     if root.scheme == "s3":
         check_store(store)
     bundles = list_bundles(store, base)
+    from invarlock_provider.storage.waivers import waiver_notes
+
+    waivers = waiver_notes(store, [b.key for b in bundles])
     rows = []
     for b in bundles:
         signature = signature_state(store, b) if b.complete else None
@@ -60,6 +63,7 @@ def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region:
                 "ratio": (b.manifest or {}).get("ratio") if state == "complete" else None,
                 "signer": b.signer if signature == "signed" else None,
                 "created_at": b.created_at.isoformat(timespec="seconds") if b.created_at else None,
+                "waiver": waivers[b.key].as_dict() if b.key in waivers else None,
             }
         )
     if as_json:
@@ -70,6 +74,7 @@ def ls_command(prefix_uri: str, as_json: bool, endpoint_url: str | None, region:
         ratio = f"{row['ratio']:.4f}" if isinstance(row["ratio"], float) else "-"
         signer = f"  signed {row['signer'][:16]}" if row["signer"] else ""
         problem = f"  ({row['problem']})" if row["problem"] else ""
-        click.echo(f"{row['created_at'] or '-':<25} {state:<10} {ratio:>8}  {row['uri']}{signer}{problem}")
+        waiver = f"  {row['waiver']['text']}" if row["waiver"] else ""
+        click.echo(f"{row['created_at'] or '-':<25} {state:<12} {ratio:>8}  {row['uri']}{signer}{problem}{waiver}")
     damaged = sum(1 for row in rows if row["problem"])
     click.echo(f"{len(rows)} bundles" + (f", {damaged} DAMAGED (invarlock verify names what)" if damaged else ""))

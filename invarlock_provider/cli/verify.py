@@ -72,6 +72,7 @@ def verify_command(
 
     trust = trust_from(trusted_keys, trust_file, fingerprints)
     path = None if is_store_uri(target) else _evidence_path(target)
+    waived: set[str] = set()  # a recorded human waiver accepts the bundle's verdict
     if path is None:
         from invarlock_provider.storage.stores import open_store
 
@@ -81,6 +82,12 @@ def verify_command(
             _verify_prefix(store, base, target, as_json, trust, fail_on_fail)
             return
         result = _readable(target, lambda: verify_remote_bundle(store, base, target, trust))
+        from invarlock_provider.storage.waivers import waiver_for
+
+        waiver = waiver_for(store, base, trust)
+        if waiver is not None:
+            result.add(*waiver.check)
+            waived = {base} if waiver.ok else set()
     else:
         folder = path if path.is_dir() else path.parent
         if (folder / MANIFEST_FILE).is_file():
@@ -96,9 +103,12 @@ def verify_command(
             if not check.ok:
                 click.echo(f"FAIL {check.name}: {check.detail}")
         click.echo(_summary(result))
+        waiver_line = next((c.detail for c in result.checks if c.name == "waiver"), None)
+        if waiver_line:
+            click.echo(f"  {waiver_line}")
     if not result.ok:
         sys.exit(1)
-    if fail_on_fail:
+    if fail_on_fail and not (path is None and waived):
         _exit_for_verdicts([result.verdict])
 
 
@@ -164,6 +174,12 @@ def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: A
     outcomes = verify_bundles(store, prefix, trust)
     if not outcomes:
         raise MalformedEvidenceError(f"{target}: no bundles under this prefix, nothing to verify")
+    from invarlock_provider.storage.waivers import waiver_notes
+
+    waivers = waiver_notes(store, [bundle.key for bundle, _ in outcomes], trust)
+    for bundle, result in outcomes:
+        if result is not None and bundle.key in waivers:
+            result.add(*waivers[bundle.key].check)
     verified = [result for _, result in outcomes if result is not None]
     failed = sum(not result.ok for result in verified)
     if as_json:
@@ -178,6 +194,8 @@ def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: A
         for bundle, result in outcomes:
             line = _summary(result, name_failures=True) if result else f"{bundle.uri}: bundle INCOMPLETE (no manifest)"
             click.echo(line)
+            if bundle.key in waivers:
+                click.echo(f"  {waivers[bundle.key].text}")
         incomplete = len(outcomes) - len(verified)
         click.echo(
             f"{len(outcomes)} bundles: {len(verified) - failed} consistent, {failed} FAILED, "
@@ -188,4 +206,5 @@ def _verify_prefix(store: Any, prefix: str, target: str, as_json: bool, trust: A
     if failed:
         sys.exit(1)
     if fail_on_fail:
-        _exit_for_verdicts([result.verdict for result in verified])
+        accepted = {key for key, waiver in waivers.items() if waiver.ok}
+        _exit_for_verdicts([result.verdict for bundle, result in outcomes if result and bundle.key not in accepted])

@@ -31,7 +31,8 @@ NUMBER = r"\d(\.\d{1,4})?"  # 4 significant digits, as pages show numbers
 
 @pytest.fixture(scope="module")
 def demo(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The on-demand DAG twice under one report name: the ci profile (PASS), then dev (FAIL)."""
+    """The on-demand DAG twice under one report name: the ci profile (PASS), then dev (INSUFFICIENT:
+    too few tokens to judge)."""
     work = tmp_path_factory.mktemp("plugin") / "work"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INVARLOCK_WORKDIR", str(work))
@@ -111,8 +112,8 @@ def inject(server: tuple, demo: dict) -> Iterator[Callable]:
 
 @pytest.fixture
 def fail_bundle(demo: dict, tmp_path: Path) -> Iterator[Path]:
-    """The FAIL bundle in the evidence folder, for a test to tamper with; put back as archived after."""
-    folder = demo["bundles"]["FAIL"]
+    """The INSUFFICIENT bundle in the evidence folder, for a test to tamper with; put back as archived after."""
+    folder = demo["bundles"]["INSUFFICIENT"]
     shutil.copytree(folder, tmp_path / "archived")
     yield folder
     shutil.rmtree(folder)
@@ -134,7 +135,7 @@ def task_path(run_id: str, task_id: str, map_index: str = "-1") -> str:
 
 @pytest.mark.slow
 def test_the_archive_task_page_is_the_verified_report_with_its_verdict_and_verify_result(demo: dict, api) -> None:
-    for profile, verdict in (("ci", "PASS"), ("dev", "FAIL")):
+    for profile, verdict in (("ci", "PASS"), ("dev", "INSUFFICIENT")):
         response = api(task_path(demo["runs"][profile], "archive"))
         assert response.status_code == 200, response.text
         page = response.text
@@ -155,19 +156,21 @@ def test_the_archive_task_page_is_the_verified_report_with_its_verdict_and_verif
         listed = json.loads(api(task_path(demo["runs"][profile], "archive") + "/files/manifest.json").content)
         assert {e["path"]: e["sha256"] for e in listed["files"]}.items() <= shown.items()
         assert "invarlock verify &lt;this folder&gt;" not in page  # the page offers its own commands
-        if verdict == "FAIL":
-            assert re.search(r'<li class="bad">min_tokens: \d+, must be &gt;= \d+</li>', page)
+        if verdict == "INSUFFICIENT":
+            assert re.search(
+                r'<li class="bad">min_tokens: \d+, must be &gt;= \d+ \(too little evidence to judge\)</li>', page
+            )
             judged = f"no trusted keys configured (INVARLOCK_TRUSTED_KEYS): signature by {demo['signer']} not judged"
             assert f'<li class="signature">{judged}</li>' in page
         else:
             assert '<li class="signature">UNSIGNED</li>' in page
     report_page = api(task_path(demo["runs"]["dev"], "build_report"))
-    assert report_page.status_code == 200 and 'data-verdict="FAIL"' in report_page.text
+    assert report_page.status_code == 200 and 'data-verdict="INSUFFICIENT"' in report_page.text
     assert "<h1>Evaluation report" in report_page.text and re.search(
         r"invarlock verify: \d+ checks passed", report_page.text
     )
     # The UI leaves the placeholder in place for a task that is not mapped.
-    assert 'data-verdict="FAIL"' in api(task_path(demo["runs"]["dev"], "archive", "{MAP_INDEX}")).text
+    assert 'data-verdict="INSUFFICIENT"' in api(task_path(demo["runs"]["dev"], "archive", "{MAP_INDEX}")).text
     gate = api(task_path(demo["runs"]["dev"], "gate"))
     assert gate.status_code == 200 and '<section class="il-note no-evidence"><b>gate</b> records no' in gate.text
     assert api(task_path(demo["runs"]["dev"], "archive", "x")).status_code == 400
@@ -195,7 +198,7 @@ def test_the_run_page_lists_its_report(demo: dict, api) -> None:
     response = api(f"/invarlock/run/invarlock_on_demand/{quote(run_id, safe='')}")
     assert response.status_code == 200
     row = re.search(r'<tr data-report="ui_demo">(.*?)</tr>', response.text).group(1)
-    assert 'class="FAIL"' in row and "ev-" in row and re.search(rf"{NUMBER} \(95% CI", row)
+    assert 'class="INSUFFICIENT"' in row and "ev-" in row and re.search(rf"{NUMBER} \(95% CI", row)
     tab = f"/dags/invarlock_on_demand/runs/{quote(run_id, safe='')}/tasks/archive/plugin/invarlock-report"
     assert f'<a target="_top" href="{tab}">ui_demo</a>' in row  # a drill-down with a URL of its own
 
@@ -204,10 +207,12 @@ def test_the_run_page_lists_its_report(demo: dict, api) -> None:
 def test_the_evidence_page_shows_the_history_and_filters(demo: dict, api) -> None:
     response = api("/invarlock/evidence")
     assert response.status_code == 200
-    points = re.findall(r'<circle class="point (pass|fail)" data-evidence-id="(ev-[0-9a-f]{24})"', response.text)
-    assert [p[0] for p in points] == ["pass", "fail"]
+    points = re.findall(
+        r'<circle class="point (pass|fail|insufficient)" data-evidence-id="(ev-[0-9a-f]{24})"', response.text
+    )
+    assert [p[0] for p in points] == ["pass", "insufficient"]
     assert '<polyline class="limit"' in response.text and "embedded:tiny-pydocs-gpt2 (quant8)" in response.text
-    failed = api("/invarlock/evidence", params={"report": "ui_demo", "verdict": "FAIL"})
+    failed = api("/invarlock/evidence", params={"report": "ui_demo", "verdict": "INSUFFICIENT"})
     assert re.findall(r'<tr data-evidence-id="(ev-[0-9a-f]{24})">', failed.text) == [points[1][1]]
     bundle = api(f"/invarlock/evidence/ui_demo/{points[0][1]}")
     assert bundle.status_code == 200 and 'data-verdict="PASS"' in bundle.text
@@ -224,7 +229,7 @@ def test_the_bundle_downloads_as_one_zip_that_verifies(demo: dict, api, tmp_path
 
     from invarlock_provider.cli import main
 
-    for profile, verdict in (("ci", "PASS"), ("dev", "FAIL")):
+    for profile, verdict in (("ci", "PASS"), ("dev", "INSUFFICIENT")):
         page = api(task_path(demo["runs"][profile], "archive")).text
         href = re.search(r'<a class="button primary download-bundle" href="([^"]+)" download>', page).group(1)
         response = api(href)
@@ -240,12 +245,12 @@ def test_the_bundle_downloads_as_one_zip_that_verifies(demo: dict, api, tmp_path
             archive.extractall(tmp_path / profile)
         folder = tmp_path / profile / evidence_id
         arguments = ["verify", str(folder)]
-        if verdict == "FAIL":  # the signed one: judged against the signer's public key
+        if verdict == "INSUFFICIENT":  # the signed one: judged against the signer's public key
             assert (folder / "manifest.sig.json").is_file()
             arguments += ["--trusted-key", str(demo["keys"] / "public.pem")]
         verified = CliRunner().invoke(main, arguments, catch_exceptions=False)
         assert verified.exit_code == 0 and f"consistent, verdict {verdict}" in verified.stdout
-        if verdict == "FAIL":
+        if verdict == "INSUFFICIENT":
             assert f"signed by {demo['signer']} (trusted: " in verified.stdout, verified.stdout
     evidence = api(f"/invarlock/evidence/ui_demo/{demo['bundles']['PASS'].name}/bundle.zip")
     assert (
@@ -271,7 +276,7 @@ def test_an_older_runs_report_tab_shows_its_archived_bundle(demo: dict, api) -> 
     assert "was rebuilt by a later run; this is the evidence this run archived" in older.text
     assert 'data-verdict="PASS"' in older.text and demo["bundles"]["PASS"].name in older.text
     newer = api(task_path(demo["runs"]["dev"], "build_report"))
-    assert 'data-verdict="FAIL"' in newer.text and "Not archived yet" in newer.text
+    assert 'data-verdict="INSUFFICIENT"' in newer.text and "Not archived yet" in newer.text
 
 
 @pytest.mark.slow
@@ -284,7 +289,7 @@ def test_the_evidence_page_filters_pages_and_refuses_bad_filters_with_a_page(dem
     tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
     assert "No archived bundle matches" in api("/invarlock/evidence", params={"since": tomorrow}).text
     for params, message in (
-        ({"verdict": "maybe"}, "verdict: expected PASS, FAIL or nothing (any), not &#x27;maybe&#x27;"),
+        ({"verdict": "maybe"}, "verdict: expected PASS, FAIL, INSUFFICIENT or nothing (any), not &#x27;maybe&#x27;"),
         ({"since": "yesterday"}, "since: expected a date YYYY-MM-DD"),
         ({"per": "7"}, "per: expected one of 25, 50, 100, 200, not 7"),
         ({"page": "9"}, "page 9: there are 1 pages"),
@@ -296,7 +301,7 @@ def test_the_evidence_page_filters_pages_and_refuses_bad_filters_with_a_page(dem
 
 @pytest.mark.slow
 def test_two_bundles_compare_side_by_side(demo: dict, api) -> None:
-    chosen = [f"ui_demo/{demo['bundles'][v].name}" for v in ("PASS", "FAIL")]
+    chosen = [f"ui_demo/{demo['bundles'][v].name}" for v in ("PASS", "INSUFFICIENT")]
     response = api("/invarlock/evidence/compare", params={"bundle": chosen})
     assert response.status_code == 200, response.text
     assert '<section class="il-compare">' in response.text and "min_tokens" in response.text
@@ -361,7 +366,7 @@ def test_a_consistently_forged_bundle_shows_the_verdict_of_its_verified_json(
     demo: dict, api, fail_bundle: Path
 ) -> None:
     """The attacker also rewrites the manifest (sha256 and size of the new HTML) and drops the signature:
-    `invarlock verify` passes, unsigned; the page still says FAIL, from the evaluation JSON."""
+    `invarlock verify` passes, unsigned; the page still says INSUFFICIENT, from the evaluation JSON."""
     from click.testing import CliRunner
 
     from invarlock_provider.cli import main
@@ -378,14 +383,15 @@ def test_a_consistently_forged_bundle_shows_the_verdict_of_its_verified_json(
     (fail_bundle / "manifest.sig.json").unlink()
     (fail_bundle / "manifest.json").write_bytes(manifest_bytes(manifest))
     verified = CliRunner().invoke(main, ["verify", str(fail_bundle)], catch_exceptions=False)
-    assert verified.exit_code == 0 and "consistent, verdict FAIL" in verified.stdout, verified.output
+    assert verified.exit_code == 0 and "consistent, verdict INSUFFICIENT" in verified.stdout, verified.output
     assert "signed by" not in verified.stdout
 
     archive = task_path(demo["runs"]["dev"], "archive")
     response = api(archive)
     assert response.status_code == 200, response.text
     page = response.text
-    assert 'class="invarlock-banner" data-verdict="FAIL"' in page and '<span class="verdict">FAIL</span>' in page
+    assert 'class="invarlock-banner" data-verdict="INSUFFICIENT"' in page
+    assert '<span class="verdict">INSUFFICIENT</span>' in page
     assert re.search(r"invarlock verify: \d+ checks passed", page) and '<li class="signature">UNSIGNED</li>' in page
     assert "<h1>Evaluation report" in page and re.search(r'<li class="bad">min_tokens: \d+, must be &gt;= \d+', page)
     assert_no_hostile_markup(page)
@@ -403,7 +409,7 @@ def test_the_banner_judges_the_signature_against_the_deployments_trusted_keys(
     monkeypatch.setenv("INVARLOCK_TRUSTED_KEYS", str(demo["keys"] / "public.pem"))
     signed = api(task_path(demo["runs"]["dev"], "archive")).text
     assert '<li class="signature">signed by trusted key public.pem</li>' in signed
-    assert 'data-verdict="FAIL"' in signed and "<h1>Evaluation report" in signed
+    assert 'data-verdict="INSUFFICIENT"' in signed and "<h1>Evaluation report" in signed
     unsigned = api(task_path(demo["runs"]["ci"], "archive")).text  # with trusted keys, unsigned does not verify
     assert '<li class="signature">UNSIGNED</li>' in unsigned and 'data-verdict="UNVERIFIED"' in unsigned
     assert "verify: signature failed: unsigned; trusted keys: public.pem" in unsigned
@@ -446,7 +452,7 @@ def test_an_xcom_pointing_at_a_local_folder_outside_the_served_stores_is_refused
     )
     assert re.search(r'<tr data-report="ui_demo">.*?file://.*?</tr>', run)  # the real bundle, still listed
     refused(api(inject({"report_dir": "file:///etc", "verdict": "PASS"})), "file:///etc")
-    for profile, verdict in (("ci", "PASS"), ("dev", "FAIL")):  # the legitimate tasks still render
+    for profile, verdict in (("ci", "PASS"), ("dev", "INSUFFICIENT")):  # the legitimate tasks still render
         legit = api(task_path(demo["runs"][profile], "archive"))
         assert legit.status_code == 200 and f'data-verdict="{verdict}"' in legit.text
 

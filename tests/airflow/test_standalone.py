@@ -1,5 +1,5 @@
 """End to end: the README's `airflow standalone` block on 127.0.0.1, the on-demand DAG triggered from
-its form in Debian's headless Chromium with the defaults (PASS) and with profile=dev (FAIL), its
+its form in Debian's headless Chromium with the defaults (PASS) and with profile=dev (INSUFFICIENT), its
 bundles verified, one downloaded from its page and verified, and the evidence pages clicked through
 in Airflow's light and dark themes (screenshots under test-artifacts/ui/)."""
 
@@ -271,7 +271,7 @@ def test_the_readme_block_runs_and_the_ui_shows_the_evidence(standalone: ReadmeS
         banner = f"{FRAME} && {IN_FRAME}.querySelector('.invarlock-banner')"
         in_both_themes(browser, task_tab, banner, "task-instance")
         page = browser.evaluate(f"{IN_FRAME}.documentElement.outerHTML")
-        assert 'data-verdict="FAIL"' in page and "min_tokens" in page
+        assert 'data-verdict="INSUFFICIENT"' in page and "min_tokens" in page
         assert browser.evaluate(f"{IN_FRAME}.querySelector('button[data-copy]').hidden") is False  # the script ran
         browser.download_to(tmp_path / "downloads")
         browser.click(f"{IN_FRAME}.querySelector('a.download-bundle')")
@@ -279,7 +279,7 @@ def test_the_readme_block_runs_and_the_ui_shows_the_evidence(standalone: ReadmeS
         with zipfile.ZipFile(archive) as opened:
             opened.extractall(tmp_path / "unzipped")
         code, stdout, _ = cli("verify", str(tmp_path / "unzipped" / archive.stem))
-        assert code == 0 and "consistent, verdict FAIL" in stdout, stdout
+        assert code == 0 and "consistent, verdict INSUFFICIENT" in stdout, stdout
 
         reports = f"{FRAME} && {IN_FRAME}.querySelector('tr[data-report]')"
         in_both_themes(browser, f"{run}/plugin/invarlock-run", reports, "run-grid")

@@ -109,7 +109,7 @@ class ArchiveOperator(LineageOnComplete, BaseOperator):
         work = EvidenceStoreHook(work_conn)
         now = datetime.now(UTC)
         try:
-            signing_key = _signing_key(self.signing_conn_id) if self.signing_conn_id else None
+            signing_key = signing_key_from_connection(self.signing_conn_id) if self.signing_conn_id else None
             store = EvidenceStoreHook(self.conn_id or None).get_store(self.target)
             check_store(store)  # an unusable evidence store fails the task before anything is fetched
             local_work = not reference.startswith("s3://")
@@ -177,7 +177,7 @@ class ArchiveOperator(LineageOnComplete, BaseOperator):
         }
 
 
-def _signing_key(conn_id: str) -> Any:
+def signing_key_from_connection(conn_id: str) -> Any:
     """The connection's password as an Ed25519 key; errors name the connection, never its content."""
     from airflow.sdk import BaseHook
 
