@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-bash scripts/install_provider.sh .venv/bin/python -e '.[hf,s3,airflow,dev]'
+bash scripts/install_provider.sh .venv/bin/python -e '.[hf,s3,airflow,lmeval,dev]'

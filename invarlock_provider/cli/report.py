@@ -24,11 +24,15 @@ Examples:
   invarlock report --run runs/quant8 --baseline runs/baseline --format report --output reports/quant8_balanced
   invarlock report --run runs/quant8 --baseline runs/baseline --format json --tier conservative
   invarlock report html --input reports/quant8_balanced/evaluation.report.json
+  invarlock report --lm-eval lm_eval_out/baseline --lm-eval lm_eval_out/quant8 --output reports/quant8_lm_eval
   invarlock report --run s3://work-bucket/work/runs/quant8 --baseline s3://work-bucket/work/runs/baseline \\
       --format report --output s3://work-bucket/work/reports/quant8_balanced
 \b
 --run, --baseline and --output also take store URIs (s3://..., file://...); runs are read through
 runs/NAME/latest.json and checked against its sha256 (and --run-sha256 / --baseline-sha256).
+--lm-eval (twice: baseline, then subject) pairs two `lm_eval --log_samples` output folders instead
+of two runs; each becomes a tasks-only run report (lm_eval_baseline, lm_eval_subject) and the
+baseline's is copied beside the output as with --copy-baseline.
 Exit status: 0 written (PASS, or any verdict without --fail-on-fail); with --fail-on-fail 1 FAIL and
 3 INSUFFICIENT (too few tokens or examples to judge); 2 bad input or usage.
 """
@@ -39,6 +43,14 @@ Exit status: 0 written (PASS, or any verdict without --fail-on-fail); with --fai
     "--run", "run_ref", metavar="PATH|URI", help="Subject: report.json, a run folder, or runs/NAME (newest run)."
 )
 @click.option("--baseline", "baseline_ref", metavar="PATH|URI", help="Baseline run, same forms as --run.")
+@click.option(
+    "--lm-eval",
+    "lm_eval_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
+    help="An lm_eval --output_path folder written with --log_samples; give two: baseline, then subject.",
+)
 @click.option("--run-sha256", metavar="HEX", help="The subject report's expected sha256 (what orchestrators pass on).")
 @click.option("--baseline-sha256", metavar="HEX", help="The baseline report's expected sha256.")
 @click.option(
@@ -79,6 +91,7 @@ def report_command(
     ctx: click.Context,
     run_ref: str | None,
     baseline_ref: str | None,
+    lm_eval_dirs: tuple[Path, ...],
     run_sha256: str | None,
     baseline_sha256: str | None,
     output_format: str,
@@ -103,6 +116,13 @@ def report_command(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="invarlock-report-") as scratch:
+        if lm_eval_dirs:
+            if run_ref or baseline_ref or len(lm_eval_dirs) != 2:
+                raise BadInputError(
+                    "--lm-eval: give it twice (baseline, then subject) and neither --run nor --baseline"
+                )
+            baseline_ref, run_ref = _lm_eval_reports(lm_eval_dirs, Path(scratch))
+            copy_baseline = True
         verdict = _report(
             Path(scratch),
             s3_settings(endpoint_url, region, path_style),
@@ -204,6 +224,24 @@ def _report(
     reasons = "".join("\n  - " + reason.replace("\n", "\n      ") for reason in summary["reasons"])
     _echo(as_json, summary, f"{summary['verdict']} [{tier}] ratio {ratio}{ci}: {target}{reasons}")
     return str(written.evaluation["verdict"])
+
+
+def _lm_eval_reports(folders: tuple[Path, ...], scratch: Path) -> tuple[str, str]:
+    """Both lm-eval runs as run reports in scratch (baseline, subject); what keeps them from pairing
+    is said here, and judged (FAIL, with the reason) in the evaluation."""
+    from invarlock_provider.fileio import write_json_atomic
+    from invarlock_provider.reporting.lm_eval_reports import lm_eval_report
+    from invarlock_provider.reporting.lm_eval_samples import pairing_mismatches, read_lm_eval_run
+
+    baseline, subject = (read_lm_eval_run(folder) for folder in folders)
+    for line in pairing_mismatches(baseline, subject):
+        click.echo(f"lm-eval pairing: {line}", err=True)
+    paths = []
+    for name, run in (("lm_eval_baseline", baseline), ("lm_eval_subject", subject)):
+        path = scratch / "lm-eval" / name / "report.json"
+        write_json_atomic(path, lm_eval_report(run))
+        paths.append(str(path))
+    return paths[0], paths[1]
 
 
 def _write_junit(path: Path | None, evaluation: dict[str, Any], report_name: str) -> None:

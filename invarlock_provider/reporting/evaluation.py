@@ -20,6 +20,7 @@ from invarlock_provider.errors import BadInputError
 from invarlock_provider.fileio import canonical_json, sha256_bytes, write_bytes_atomic, write_json_atomic
 from invarlock_provider.layout import EVENTS_FILE, REPORT_FILE, RUN_DIR_PATTERN
 from invarlock_provider.reporting.guards import compare_guards
+from invarlock_provider.reporting.lm_eval_reports import both_from_lm_eval
 from invarlock_provider.reporting.pairing import explain, pairing_checks
 from invarlock_provider.reporting.policy import TierPolicy, gate, judges_insufficient, verdict_of
 from invarlock_provider.reporting.run_report import SPLITS, RunReport
@@ -135,7 +136,7 @@ def build_evaluation(
             for name in ("ratio", "ratio_ci_upper", "min_tokens", "drift", "tail_q95")
         ]
     gates.append(gate("pairing", len(mismatches), 0, "==", not mismatches, explain(mismatches)))
-    guards = compare_guards(subject, baseline, policy)
+    guards = [] if both_from_lm_eval(subject, baseline) else compare_guards(subject, baseline, policy)
     gates += [_guard_gate(comparison) for comparison in guards]
     tasks, task_gates = compare_tasks(subject, baseline, policy)
     gates += task_gates

@@ -51,12 +51,18 @@ class PairingCheck:
 
 def require_same_identity(subject: RunReport, baseline: RunReport) -> list[PairingCheck]:
     """Refuse a baseline built on another dataset or tokenizer, in one line: both values of the field,
-    or of both fields (abbreviated) when both differ, so neither hides behind the other."""
+    or of both fields (abbreviated) when both differ, so neither hides behind the other. Two lm-eval
+    imports record neither (their tasks are paired example by example instead)."""
+    from invarlock_provider.reporting.lm_eval_reports import both_from_lm_eval
+
+    unrecorded = both_from_lm_eval(subject, baseline)
     checks = []
     for section, key in IDENTITY_FIELDS:
         ours = subject.data[section].get(key)
         theirs = baseline.data[section].get(key)
-        checks.append(PairingCheck(f"{section}.{key}", ours, theirs, ours == theirs and ours is not None))
+        checks.append(
+            PairingCheck(f"{section}.{key}", ours, theirs, ours == theirs and (ours is not None or unrecorded))
+        )
     wrong = [check for check in checks if not check.ok]
     if len(wrong) == 1:
         check = wrong[0]

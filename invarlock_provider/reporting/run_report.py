@@ -192,6 +192,7 @@ def check_tasks(tasks: Any, where: str) -> None:
             if not choices or not all(isinstance(c, str) and c for c in choices):
                 raise MalformedJSONError(f"{at}.choices: expected non-empty strings")
             gold = expect(record.get("gold"), int, f"{at}.gold")
+            expect(record.get("doc_hash", ""), str, f"{at}.doc_hash")  # an lm-eval import's document hash
             scores = expect(record.get("logprobs"), list, f"{at}.logprobs")
             if len(scores) != len(choices) or not all(_number(v) and -1e9 <= v <= 0 for v in scores):
                 raise MalformedJSONError(f"{at}.logprobs: expected one log-probability (<= 0) per choice")

@@ -27,7 +27,7 @@ from invarlock_provider.task_file import selection_rank
 CORRECTNESS = {"accuracy": "correct", "accuracy_norm": "correct_norm"}
 # Recorded per task: which examples changed answer, both ways; the HTML shows the first few with text.
 MAX_DISCORDANT_IDS = 1000
-_SAME_QUESTION = ("context", "choices", "gold")
+_SAME_QUESTION = ("context", "choices", "gold", "doc_hash")  # doc_hash: lm-eval imports only
 _SAME_TASK = ("file_sha256", "seed", "scoring")
 
 
@@ -89,6 +89,12 @@ def pairing_problem(subject: dict[str, Any], baseline: dict[str, Any]) -> str:
             return f"{field} differs: subject {subject.get(field)!r}, baseline {baseline.get(field)!r}"
     ours = {record["id"]: record for record in subject["examples"]}
     theirs = {record["id"]: record for record in baseline["examples"]}
+    if len(ours) == len(theirs) and set(ours) != set(theirs):
+        only_ours, only_theirs = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+        return (
+            f"different examples: {len(only_ours)} ids only in the subject run (e.g. "
+            f"{', '.join(map(repr, only_ours[:3]))}), {len(only_theirs)} only in the baseline run"
+        )
     smaller, larger = (ours, theirs) if len(ours) <= len(theirs) else (theirs, ours)
     seed = subject.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -100,10 +106,10 @@ def pairing_problem(subject: dict[str, Any], baseline: dict[str, Any]) -> str:
             f"{len(strays)} example ids of the smaller run are not the first {len(smaller)} the seed selects "
             f"among the larger run's (e.g. {', '.join(map(repr, strays[:3]))})"
         )
-    changed = [i for i in smaller if any(ours[i][f] != theirs[i][f] for f in _SAME_QUESTION)]
+    changed = [i for i in smaller if any(ours[i].get(f) != theirs[i].get(f) for f in _SAME_QUESTION)]
     if changed:
         return (
-            f"{len(changed)} examples differ in context, choices or gold between the runs "
+            f"{len(changed)} examples differ in context, choices, gold or document between the runs "
             f"(e.g. {', '.join(map(repr, changed[:3]))})"
         )
     return ""

@@ -158,7 +158,7 @@ def test_a_changed_question_does_not_pair() -> None:
     subject = block(ids, everyone)
     subject["examples"][3]["gold"] = 1
     comparison, _ = judge(subject, block(ids, everyone))
-    assert "1 examples differ in context, choices or gold" in comparison["pairing"]["detail"]
+    assert "1 examples differ in context, choices, gold or document" in comparison["pairing"]["detail"]
 
 
 def test_a_task_on_one_side_only_fails_its_gate() -> None:
