@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,8 +56,15 @@ def test_retries_reuse_their_own_run_and_never_duplicate_evidence(workdir: Path,
     summary = report.execute(context("manual__1", "report"))
     assert report.execute(context("manual__1", "report"))["report"] == summary["report"]
     assert summary["link"].endswith("/q8/evaluation.html")
+    # The gates as JUnit XML for a CI system: in the report folder, its URI in the XCom.
+    junit = Path(summary["junit"].removeprefix("file://"))
+    assert summary["junit"].endswith("/q8/gates.junit.xml") and junit.is_file()
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("name") == "invarlock.q8" and int(suite.get("tests")) == len(suite.findall("testcase"))
     archive = ArchiveOperator(task_id="archive", report_dir=summary, target=(workdir / "evidence").as_uri())
     first = archive.execute(context("manual__1", "archive"))
+    manifest = json.loads((Path(first["bundle_uri"].removeprefix("file://")) / "manifest.json").read_text())
+    assert "gates.junit.xml" in {entry["path"] for entry in manifest["files"]}  # archived with the evidence
     second = archive.execute(context("manual__1", "archive"))
     assert second["already_archived"] and second["bundle_uri"] == first["bundle_uri"]
     assert len(list((workdir / "evidence").rglob("manifest.json"))) == 1
