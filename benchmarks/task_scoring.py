@@ -44,23 +44,6 @@ TASK = "next_sentence_bench"
 MODES = ("invarlock", "lmeval-ll", "lmeval-evaluate")
 
 
-def task_yaml(data: Path) -> str:
-    return (
-        f"task: {TASK}\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "{{context}}"\n'
-        'doc_to_choice: "{{choices}}"\n'
-        'doc_to_target: "{{gold}}"\n'
-        "metric_list:\n"
-        "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
-        "metadata:\n  version: 1.0\n"
-    )
-
-
 def build_modes(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every mode as a function of no arguments returning (log-likelihoods per example, accuracy)."""
     import torch
@@ -72,7 +55,7 @@ def build_modes(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Any]
 
     from invarlock_provider.evaluation.task_scoring import TARGET_DELIMITER, encode_requests, score_examples
     from invarlock_provider.resources import resolve_embedded
-    from invarlock_provider.task_file import first_max, parse_task_file
+    from invarlock_provider.task_file import first_max, lm_eval_task_yaml, parse_task_file
 
     torch.set_float32_matmul_precision("highest")
     if args.threads:
@@ -120,7 +103,7 @@ def build_modes(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Any]
 
     data = scratch / "task.jsonl"
     data.write_text("".join(json.dumps(e.as_record()) + "\n" for e in examples), encoding="utf-8")
-    (scratch / f"{TASK}.yaml").write_text(task_yaml(data), encoding="utf-8")
+    (scratch / f"{TASK}.yaml").write_text(lm_eval_task_yaml(TASK, str(data)), encoding="utf-8")
 
     manager = TaskManager(include_path=str(scratch))  # its index of lm-eval's own tasks, built once
 

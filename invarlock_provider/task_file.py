@@ -122,3 +122,23 @@ def first_max(values: Sequence[float]) -> int:
 def examples_digest(examples: Sequence[TaskExample]) -> str:
     """sha256 of the selected examples as the report lists them (canonical JSON)."""
     return sha256_bytes(canonical_json([e.as_record() for e in examples]))
+
+
+def lm_eval_task_yaml(name: str, data_file: str) -> str:
+    """An lm-evaluation-harness task over a task file: ``lm_eval --include_path`` on its folder
+    scores the same examples as multiple choice, as InvarLock scores them (acc and acc_norm), so
+    two ``--log_samples`` runs of it pair with ``invarlock report --lm-eval``."""
+    return (
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(data_file)}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{context}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{gold}}"\n'
+        "metric_list:\n"
+        "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )

@@ -33,6 +33,7 @@ from invarlock_provider.reporting.lm_eval_samples import (
     pairing_mismatches,
     read_lm_eval_run,
 )
+from invarlock_provider.task_file import lm_eval_task_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "lm_eval"
@@ -51,28 +52,7 @@ def write_task(folder: Path, rows: list[dict[str, Any]], data_file: str | None =
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "next_sentence.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    (folder / f"{TASK}.yaml").write_text(
-        f"task: {TASK}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    test: {json.dumps(data_file or str(data))}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "{{context}}"\n'
-        'doc_to_choice: "{{choices}}"\n'
-        'doc_to_target: "{{gold}}"\n'
-        "metric_list:\n"
-        "  - metric: acc\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-        "  - metric: acc_norm\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-        "metadata:\n"
-        "  version: 1.0\n",
-        encoding="utf-8",
-    )
+    (folder / f"{TASK}.yaml").write_text(lm_eval_task_yaml(TASK, data_file or str(data)), encoding="utf-8")
     return folder
 
 
