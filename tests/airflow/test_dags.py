@@ -152,7 +152,7 @@ def test_on_demand_dag_archives_to_s3_through_a_connection(
         "--region",
         "us-east-1",
     )
-    assert code == 0 and "verdict FAIL" in stdout, stdout
+    assert code == 0 and "verdict INSUFFICIENT" in stdout, stdout
 
 
 NEGATIVE_CONTROL_PLAN = """\
