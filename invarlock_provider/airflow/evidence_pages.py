@@ -44,7 +44,8 @@ border-radius:6px;padding:10px 14px;margin:0 0 14px}
 .invarlock-banner[data-verdict=INSUFFICIENT]{border-left-color:var(--il-warn)}
 .invarlock-banner[data-verdict=INSUFFICIENT] .verdict{color:var(--il-warn)}
 .invarlock-banner ul{margin:6px 0 0 18px;padding:0}.invarlock-banner li{white-space:pre-line}
-.invarlock-banner li.bad{color:var(--il-fail)}.invarlock-banner li.signature{font-weight:600}
+.invarlock-banner li.bad{color:var(--il-fail)}.invarlock-banner li.unsure{color:var(--il-warn)}
+.invarlock-banner li.signature{font-weight:600}
 .invarlock-banner .where{color:var(--il-muted);font-size:12px}
 section.downloads{margin:0 0 16px}section.downloads table td.num{text-align:right;white-space:nowrap}
 section.downloads .actions{display:flex;gap:10px;align-items:center;margin:0 0 8px;flex-wrap:wrap}
@@ -73,12 +74,22 @@ def gate_text(gate: dict[str, Any]) -> str:
 
 
 def failed_gates(evaluation: dict[str, Any]) -> list[str]:
+    return [text for text, _ in unpassed_gates(evaluation)]
+
+
+def unpassed_gates(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each gate that did not pass, for people, with its CSS class: ``bad`` (it failed) or
+    ``unsure`` (too little evidence to judge)."""
     gates = evaluation.get("gates") if isinstance(evaluation.get("gates"), list) else []
-    return [
-        gate_text(g) + (" (too little evidence to judge)" if g.get("outcome") == "insufficient" else "")
-        for g in gates
-        if isinstance(g, dict) and not g.get("passed")
-    ]
+    lines = []
+    for entry in gates:
+        if not isinstance(entry, dict) or entry.get("passed"):
+            continue
+        unsure = entry.get("outcome") == "insufficient"
+        lines.append(
+            (gate_text(entry) + (" (too little evidence to judge)" if unsure else ""), "unsure" if unsure else "bad")
+        )
+    return lines
 
 
 def signature_status(verification: Any, trust: Any) -> str:
@@ -110,10 +121,8 @@ def banner(verification: Any, where: str, signature: str) -> str:
         )
     metric = evaluation.get("primary_metric") or {}
     verdict = evaluation["verdict"]
-    gates = failed_gates(evaluation)
-
-    reasons = gates or [readable(str(reason)) for reason in evaluation["reasons"]]
-    listed = "".join(f'<li class="bad">{esc(reason)}</li>' for reason in reasons)
+    gates = unpassed_gates(evaluation) or [(readable(str(reason)), "bad") for reason in evaluation["reasons"]]
+    listed = "".join(f'<li class="{css}">{esc(text)}</li>' for text, css in gates)
     return (
         f'<section class="invarlock-banner" data-verdict="{esc(verdict)}">'
         f'<span class="verdict">{esc(verdict)}</span> '

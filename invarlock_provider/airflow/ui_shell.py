@@ -25,7 +25,7 @@ TIMEZONE_COOKIE = "invarlock_tz"
 LIGHT = (
     "--il-bg:#fff;--il-surface:#fff;--il-subtle:oklch(0.985 0.004 253);--il-muted-bg:oklch(0.955 0.006 253);"
     "--il-fg:oklch(0.232 0.032 266.4);--il-muted:oklch(0.45 0.055 251);--il-border:oklch(0.915 0.01 253);"
-    "--il-pass:oklch(0.47 0.2 149);--il-fail:oklch(0.577 0.237 25.3);--il-warn:oklch(0.59 0.198 35.9);"
+    "--il-pass:oklch(0.47 0.2 149);--il-fail:oklch(0.577 0.237 25.3);--il-warn:oklch(0.58 0.13 70);"
     "--il-accent:oklch(0.546 0.245 262.9);color-scheme:light"
 )
 DARK = (

@@ -53,7 +53,7 @@ figcaption{font-size:12px;color:var(--il-muted,#4a5568);margin-top:4px}
 .il-history :is(.point,.key){stroke:var(--il-surface,#fff);stroke-width:1}
 .il-history :is(.point,.key).pass{fill:var(--il-pass,#2f855a)}
 .il-history :is(.point,.key).fail{fill:var(--il-fail,#c53030);stroke-width:1.5}
-.il-history :is(.point,.key).insufficient{fill:var(--il-warn,#b7791f);stroke-width:1.5}
+.il-history :is(.point,.key).insufficient{fill:var(--il-warn,#b7791f);stroke:var(--il-fg,#1d2330);stroke-width:1.5}
 .il-history .tier-conservative :is(.point,.key){stroke:var(--il-fg,#1d2330);stroke-width:1.5}
 .il-history .tier-aggressive :is(.point,.key){stroke:var(--il-fg,#1d2330);stroke-width:1.5;stroke-dasharray:2 1.5}
 .il-history :is(.point,.key).control{fill:var(--il-surface,#fff);stroke:var(--il-muted,#4a5568);stroke-width:2}
@@ -73,7 +73,7 @@ td.INSUFFICIENT{color:var(--il-warn,#b7791f);font-weight:600}td.FAIL.control,td.
 HISTORY_DARK_CSS = """
 @media (prefers-color-scheme: dark){:root{color-scheme:dark;--il-bg:#0f1318;--il-surface:#181d25;
 --il-fg:#e2e8f0;--il-muted:#a0aec0;--il-grid:#2a313c;--il-border:#2d3440;--il-accent:#63b3ed;--il-band:#1f3a5c;
---il-pass:#48bb78;--il-fail:#fc8181;--il-limit-balanced:#f6ad55;--il-limit-conservative:#b794f4;
+--il-pass:#48bb78;--il-fail:#fc8181;--il-warn:#f0b95a;--il-limit-balanced:#f6ad55;--il-limit-conservative:#b794f4;
 --il-limit-aggressive:#ecc94b}a{color:#90cdf4}}
 """
 

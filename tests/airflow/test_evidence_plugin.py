@@ -158,7 +158,7 @@ def test_the_archive_task_page_is_the_verified_report_with_its_verdict_and_verif
         assert "invarlock verify &lt;this folder&gt;" not in page  # the page offers its own commands
         if verdict == "INSUFFICIENT":
             assert re.search(
-                r'<li class="bad">min_tokens: \d+, must be &gt;= \d+ \(too little evidence to judge\)</li>', page
+                r'<li class="unsure">min_tokens: \d+, must be &gt;= \d+ \(too little evidence to judge\)</li>', page
             )
             judged = f"no trusted keys configured (INVARLOCK_TRUSTED_KEYS): signature by {demo['signer']} not judged"
             assert f'<li class="signature">{judged}</li>' in page
@@ -393,7 +393,7 @@ def test_a_consistently_forged_bundle_shows_the_verdict_of_its_verified_json(
     assert 'class="invarlock-banner" data-verdict="INSUFFICIENT"' in page
     assert '<span class="verdict">INSUFFICIENT</span>' in page
     assert re.search(r"invarlock verify: \d+ checks passed", page) and '<li class="signature">UNSIGNED</li>' in page
-    assert "<h1>Evaluation report" in page and re.search(r'<li class="bad">min_tokens: \d+, must be &gt;= \d+', page)
+    assert "<h1>Evaluation report" in page and re.search(r'<li class="unsure">min_tokens: \d+, must be &gt;= \d+', page)
     assert_no_hostile_markup(page)
     download = api(f"{archive}/files/evaluation.html")
     assert download.status_code == 200 and HOSTILE_MARKER in download.text  # the stored file, as stored
