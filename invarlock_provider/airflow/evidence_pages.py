@@ -322,10 +322,25 @@ def bundle_page(shell: Shell, uri: str, links: BundleLinks, origin: Origin | Non
     nav = origin_links(shell, ([origin] if origin else []) + origins)
     history = f"{shell.root}/evidence?report={quote(uri.rstrip('/').split('/')[-2])}"
     nav += f'<a href="{esc(history)}">history of this report</a>'
-    extra = (f'<p class="il-note">{esc(note)}</p>' if note else "") + downloads(
-        uri, verification, files, links, signature
+    extra = (
+        waiver_note(uri, trust)
+        + (f'<p class="il-note">{esc(note)}</p>' if note else "")
+        + downloads(uri, verification, files, links, signature)
     )
     return evidence_view(shell, uri, verification, signature, extra=extra, nav=nav)
+
+
+def waiver_note(uri: str, trust: Any) -> str:
+    """A recorded human waiver of this bundle's verdict, as ``invarlock verify`` judges it (against
+    the deployment's trusted keys); nothing when the bundle was not waived."""
+    from invarlock_provider.storage.waivers import waiver_for
+
+    store, key = open_bundle_store(uri, served_conn_id(uri), cached=False)
+    waiver = waiver_for(store, key, trust)
+    if waiver is None:
+        return ""
+    css = "waiver" if waiver.ok else "waiver bad"
+    return f'<p class="il-note {css}" data-waiver="{esc(waiver.waiver_id or "")}">{esc(waiver.text)}</p>'
 
 
 def current_evaluation_sha256(report_dir: str) -> str | None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
@@ -133,6 +134,14 @@ def test_an_approved_waiver_is_recorded_signed_and_shown(waiver_env: dict[str, A
     assert code == 0, verified  # the waived INSUFFICIENT is accepted; nothing else is unexpected
     code, history = cli("history", evidence.as_uri())
     assert code == 0 and "WAIVED by ada" in history, history
+    # The archive task's page in Airflow's UI (the plugin, as a viewer opens it) shows the waiver.
+    client, tokens = api
+    page = client.get(
+        f"/invarlock/task/invarlock_on_demand/{quote(dag_run.run_id, safe='')}/archive/-1",
+        headers={"Authorization": f"Bearer {tokens['ada']}"},
+    )
+    assert page.status_code == 200 and 'data-verdict="INSUFFICIENT"' in page.text, page.text[-2000:]
+    assert f'<p class="il-note waiver" data-waiver="{record["waiver_id"]}">WAIVED by ada: {reason}' in page.text
 
     # Someone rewrites the waiver's reason: the trusted key no longer vouches for it.
     record["reason"] = "approved by the whole board"
